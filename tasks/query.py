@@ -1,0 +1,412 @@
+"""The keyword query language of rules: parse, print, fold and evaluate. Pure.
+
+Grammar (operators bind NOT > AND > OR; adjacent terms are joined by an implicit AND)::
+
+    query    := or_expr END
+    or_expr  := and_expr ("OR" and_expr)*
+    and_expr := unary (["AND"] unary)*
+    unary    := ("NOT" | "-") unary | primary
+    primary  := WORD | PHRASE | "(" or_expr ")"
+
+- WORD: a run of characters up to whitespace, a parenthesis or a double quote,
+  e.g. ``Kim``, ``cost-sharing``, ``U.S.``, ``28,500``.
+- PHRASE: text between double quotes, e.g. ``"troop cost sharing"``. There is no escape
+  for ``"`` inside a phrase: quotes fold to a separator anyway.
+- AND, OR and NOT are operators in any letter case (``kim and seoul`` means
+  ``kim AND seoul``, as people type it). To search for the words themselves, quote them:
+  ``"and"``.
+- A leading ``-`` is a unary NOT: ``-kimchi``, ``-"cost sharing"``, ``-(a OR b)``.
+  A hyphen inside a word is part of the word (``cost-sharing``).
+
+Matching folds article text and terms with `fold_text`, so it is case-insensitive,
+respects word boundaries ("Kim" does not match "Kimchi", "Korea" does match "Korea's"),
+treats every run of punctuation, hyphens and dashes as one separator ("cost-sharing",
+"cost sharing" and "cost–sharing" are one term), and collapses dotted single-letter
+acronyms ("U.S." and "US" are one term; so is the pronoun "us": matching ignores case).
+
+A `Query` is an immutable AST (`Term`, `Not`, `And`, `Or`); `format_query` prints the
+canonical text, and ``parse_query(format_query(q)) == q`` for every valid AST.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+__all__ = [
+    "And",
+    "Not",
+    "Or",
+    "Query",
+    "QuerySyntaxError",
+    "Term",
+    "evaluate",
+    "fold_text",
+    "format_query",
+    "match_query",
+    "parse_query",
+    "positive_terms",
+    "query_terms",
+]
+
+#: Nesting deeper than this (parentheses and NOTs) is refused, so that parsing, printing
+#: and evaluating can recurse without ever hitting Python's recursion limit.
+MAX_DEPTH = 100
+
+#: Operator keywords, compared after `str.upper`.
+KEYWORDS = frozenset({"AND", "OR", "NOT"})
+
+
+def _mark_class() -> str:
+    """Build a regex character class body for the combining marks of the BMP.
+
+    Marks (accents, vowel signs of Indic scripts, ...) belong to the word they sit on;
+    without them ``\\w`` would split such words at every mark.
+    """
+    ranges: list[tuple[int, int]] = []
+    for code in range(0x10000):
+        if unicodedata.category(chr(code)).startswith("M"):
+            if ranges and ranges[-1][1] == code - 1:
+                ranges[-1] = (ranges[-1][0], code)
+            else:
+                ranges.append((code, code))
+    return "".join(
+        re.escape(chr(lo)) if lo == hi else f"{re.escape(chr(lo))}-{re.escape(chr(hi))}"
+        for lo, hi in ranges
+    )
+
+
+_MARKS = _mark_class()
+# One separator: any run of characters that are neither letters/digits nor marks.
+_SEPARATOR_RE = re.compile(f"[^\\w{_MARKS}]+|_+")
+# Dotted acronyms of single letters, "U.S.", "U.S.A", "e.g.": dots are dropped so that
+# "U.S." folds like "US". "S. Korea" (one letter) is left alone.
+_ACRONYM_RE = re.compile(r"(?<![^\W_])(?:[^\W\d_]\.)+[^\W\d_](?![^\W_])")
+_QUERY_SPECIAL = frozenset('()"')
+
+
+def fold_text(text: str) -> str:
+    """Normalize text for matching: NFKC, casefold, acronyms, one space per separator run.
+
+    The result starts and ends with a space, so ``f" {term} " in fold_text(text)`` is a
+    whole-word test. Applied to article text and to query terms alike; idempotent.
+    """
+    text = unicodedata.normalize("NFKC", text)
+    text = unicodedata.normalize("NFKC", text.casefold())
+    if "." in text:
+        text = _ACRONYM_RE.sub(lambda m: m.group(0).replace(".", ""), text)
+    folded = _SEPARATOR_RE.sub(" ", text).strip()
+    return f" {folded} " if folded else " "
+
+
+def fold_term(text: str) -> str:
+    """Fold a query term or phrase: `fold_text` without the padding spaces."""
+    return fold_text(text).strip()
+
+
+class QuerySyntaxError(ValueError):
+    """A query that cannot be parsed; the message says where and what was expected.
+
+    `position` is the 0-based offset in the query text, `column` the 1-based column.
+    """
+
+    def __init__(self, message: str, position: int) -> None:
+        self.position = position
+        self.column = position + 1
+        self.reason = message
+        super().__init__(f"column {self.column}: {message}")
+
+
+# --- AST -------------------------------------------------------------------------------
+
+
+def _needs_quotes(text: str) -> bool:
+    """Whether a term must be quoted to be read back as one term."""
+    return (
+        text.upper() in KEYWORDS
+        or text.startswith("-")
+        or any(ch.isspace() or ch in _QUERY_SPECIAL for ch in text)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Term:
+    """A word or phrase, kept as written; `key` is its folded form used for matching."""
+
+    text: str
+    key: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if '"' in self.text:
+            raise ValueError(f"a term cannot contain a double quote: {self.text!r}")
+        if self.text != self.text.strip():
+            raise ValueError(f"a term cannot start or end with whitespace: {self.text!r}")
+        key = fold_term(self.text)
+        if not key:
+            raise ValueError(f"a term needs at least one letter or digit: {self.text!r}")
+        object.__setattr__(self, "key", key)
+
+
+@dataclass(frozen=True, slots=True)
+class Not:
+    """Negation: true when the operand is false."""
+
+    operand: Query
+
+
+@dataclass(frozen=True, slots=True)
+class And:
+    """Conjunction of two or more operands."""
+
+    operands: tuple[Query, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.operands) < 2:
+            raise ValueError("And needs at least two operands")
+
+
+@dataclass(frozen=True, slots=True)
+class Or:
+    """Disjunction of two or more operands."""
+
+    operands: tuple[Query, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.operands) < 2:
+            raise ValueError("Or needs at least two operands")
+
+
+Query = Term | Not | And | Or
+
+
+# --- tokenizer -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Token:
+    kind: str  # "term", "and", "or", "not", "(", ")", "end"
+    text: str
+    position: int
+
+
+def _describe(token: _Token) -> str:
+    """Human wording of a token for error messages."""
+    if token.kind == "end":
+        return "end of query"
+    if token.kind == "term":
+        return f"term {token.text!r}"
+    return f"{token.text!r}"
+
+
+def _tokenize(text: str) -> Iterator[_Token]:
+    """Split query text into tokens; raises QuerySyntaxError on a bad quote or term."""
+    i, n = 0, len(text)
+    while i < n:
+        ch = text[i]
+        if ch.isspace():
+            i += 1
+        elif ch in "()":
+            yield _Token(ch, ch, i)
+            i += 1
+        elif ch == '"':
+            end = text.find('"', i + 1)
+            if end < 0:
+                raise QuerySyntaxError("unterminated quote: expected a closing '\"'", i)
+            phrase = text[i + 1 : end].strip()
+            if not fold_term(phrase):
+                raise QuerySyntaxError("expected letters or digits inside the quotes", i)
+            yield _Token("term", phrase, i)
+            i = end + 1
+        elif ch == "-" and i + 1 < n and not text[i + 1].isspace():
+            yield _Token("not", "-", i)
+            i += 1
+        else:
+            start = i
+            while i < n and not text[i].isspace() and text[i] not in _QUERY_SPECIAL:
+                i += 1
+            word = text[start:i]
+            upper = word.upper()
+            if upper in KEYWORDS:
+                yield _Token(upper.lower(), word, start)
+            elif not fold_term(word):
+                raise QuerySyntaxError(f"term {word!r} has no letters or digits", start)
+            else:
+                yield _Token("term", word, start)
+    yield _Token("end", "", n)
+
+
+# --- parser ----------------------------------------------------------------------------
+
+
+class _Parser:
+    """Recursive-descent parser over the token stream, with a depth limit."""
+
+    def __init__(self, text: str) -> None:
+        self.tokens = list(_tokenize(text))
+        self.index = 0
+
+    @property
+    def current(self) -> _Token:
+        return self.tokens[self.index]
+
+    def advance(self) -> _Token:
+        token = self.tokens[self.index]
+        self.index += 1
+        return token
+
+    def parse(self) -> Query:
+        if self.current.kind == "end":
+            raise QuerySyntaxError('empty query: expected a word or a "quoted phrase"', 0)
+        query = self.or_expr(0)
+        token = self.current
+        if token.kind == ")":
+            raise QuerySyntaxError("unbalanced ')': no matching '('", token.position)
+        if token.kind != "end":  # pragma: no cover - and_expr consumes every other token
+            raise QuerySyntaxError(f"unexpected {_describe(token)}", token.position)
+        return query
+
+    def or_expr(self, depth: int) -> Query:
+        operands = [self.and_expr(depth)]
+        while self.current.kind == "or":
+            operator = self.advance()
+            operands.append(self.and_expr(depth, after=operator))
+        return operands[0] if len(operands) == 1 else Or(tuple(operands))
+
+    def and_expr(self, depth: int, after: _Token | None = None) -> Query:
+        operands = [self.unary(depth, after)]
+        while self.current.kind in ("and", "not", "term", "("):
+            operator = self.advance() if self.current.kind == "and" else None
+            operands.append(self.unary(depth, operator))
+        return operands[0] if len(operands) == 1 else And(tuple(operands))
+
+    def unary(self, depth: int, after: _Token | None) -> Query:
+        if self.current.kind == "not":
+            operator = self.advance()
+            self._check_depth(depth + 1, operator)
+            return Not(self.unary(depth + 1, operator))
+        return self.primary(depth, after)
+
+    def primary(self, depth: int, after: _Token | None) -> Query:
+        token = self.current
+        if token.kind == "term":
+            self.advance()
+            return Term(token.text)
+        if token.kind == "(":
+            self.advance()
+            self._check_depth(depth + 1, token)
+            if self.current.kind == ")":
+                raise QuerySyntaxError(
+                    "empty parentheses: expected a term inside", self.current.position
+                )
+            inner = self.or_expr(depth + 1)
+            if self.current.kind != ")":
+                raise QuerySyntaxError(
+                    f"missing ')' to close the '(' at column {token.position + 1}, "
+                    f"found {_describe(self.current)}",
+                    self.current.position,
+                )
+            self.advance()
+            return inner
+        context = f" after {after.text!r}" if after is not None else ""
+        raise QuerySyntaxError(
+            f"expected a term or '('{context}, found {_describe(token)}", token.position
+        )
+
+    @staticmethod
+    def _check_depth(depth: int, token: _Token) -> None:
+        if depth > MAX_DEPTH:
+            raise QuerySyntaxError(f"nesting deeper than {MAX_DEPTH} levels", token.position)
+
+
+def parse_query(text: str) -> Query:
+    """Parse query text into an immutable AST; raise QuerySyntaxError saying where it fails."""
+    return _Parser(text).parse()
+
+
+# --- printing --------------------------------------------------------------------------
+
+
+def _format(query: Query, parent: str) -> str:
+    """Print `query` as an operand of `parent` ("or", "and", "not" or "top")."""
+    if isinstance(query, Term):
+        return f'"{query.text}"' if _needs_quotes(query.text) else query.text
+    if isinstance(query, Not):
+        return f"NOT {_format(query.operand, 'not')}"
+    if isinstance(query, And):
+        text = " AND ".join(_format(op, "and") for op in query.operands)
+        return f"({text})" if parent in ("and", "not") else text
+    text = " OR ".join(_format(op, "or") for op in query.operands)
+    return f"({text})" if parent != "top" else text
+
+
+def format_query(query: Query) -> str:
+    """Print the canonical text of a query: explicit AND, minimal parentheses, round-trips."""
+    return _format(query, "top")
+
+
+# --- inspection and evaluation ---------------------------------------------------------
+
+
+def _walk_terms(query: Query, negated: bool) -> Iterator[tuple[Term, bool]]:
+    """Yield every term with whether it sits under an odd number of NOTs."""
+    if isinstance(query, Term):
+        yield query, negated
+    elif isinstance(query, Not):
+        yield from _walk_terms(query.operand, not negated)
+    else:
+        for operand in query.operands:
+            yield from _walk_terms(operand, negated)
+
+
+def query_terms(query: Query) -> frozenset[str]:
+    """All folded terms of a query (what a text must be searched for)."""
+    return frozenset(term.key for term, _ in _walk_terms(query, False))
+
+
+def positive_terms(query: Query) -> dict[str, str]:
+    """Folded key -> spelling (first in query order) of terms not under an odd number of NOTs.
+
+    These are the terms that can make a query true by being present, so they are the
+    ones reported as "matched" and the ones that make a rule a candidate.
+    """
+    result: dict[str, str] = {}
+    for term, negated in _walk_terms(query, False):
+        if not negated:
+            result.setdefault(term.key, term.text)
+    return result
+
+
+def evaluate(query: Query, present: Callable[[str], bool] | set[str] | frozenset[str]) -> bool:
+    """Evaluate a query given which folded terms are present (a set or a predicate)."""
+    test: Callable[[str], bool] = (
+        present.__contains__ if isinstance(present, set | frozenset) else present
+    )
+    return _evaluate(query, test)
+
+
+def _evaluate(query: Query, test: Callable[[str], bool]) -> bool:
+    if isinstance(query, Term):
+        return test(query.key)
+    if isinstance(query, Not):
+        return not _evaluate(query.operand, test)
+    if isinstance(query, And):
+        return all(_evaluate(op, test) for op in query.operands)
+    return any(_evaluate(op, test) for op in query.operands)
+
+
+def match_query(query: Query, text: str) -> tuple[bool, tuple[str, ...]]:
+    """Test one query against one text: (matches, matched terms in order of occurrence).
+
+    For single tests such as ``rules test``; many rules at once go through
+    `tasks.rules.CompiledRules`. Matched terms are the present non-negated terms, spelled
+    as in the query.
+    """
+    folded = fold_text(text)
+    positions = {key: folded.find(f" {key} ") for key in query_terms(query)}
+    matches = _evaluate(query, lambda key: positions[key] >= 0)
+    if not matches:
+        return False, ()
+    found = [(positions[key], spelling) for key, spelling in positive_terms(query).items()]
+    return True, tuple(spelling for pos, spelling in sorted(found) if pos >= 0)
