@@ -61,3 +61,34 @@ class Match:
     rule_id: int
     matched: tuple[str, ...]
     snippet: str
+
+
+def entry_to_dict(entry: RawEntry) -> dict[str, str | None]:
+    """A JSON-safe dict of a raw entry, for passing entries through the broker."""
+    return {
+        "guid": entry.guid,
+        "url": entry.url,
+        "title": entry.title,
+        "content": entry.content,
+        "content_type": entry.content_type,
+        "published": entry.published.isoformat() if entry.published else None,
+        "author": entry.author,
+        "source": entry.source,
+        "language": entry.language,
+    }
+
+
+def entry_from_dict(data: dict[str, str | None]) -> RawEntry:
+    """The inverse of `entry_to_dict`."""
+    published = data.get("published")
+    return RawEntry(
+        guid=data.get("guid"),
+        url=data.get("url"),
+        title=data.get("title"),
+        content=data.get("content") or "",
+        content_type=data.get("content_type") or "html",
+        published=datetime.fromisoformat(published) if published else None,
+        author=data.get("author"),
+        source=data.get("source"),
+        language=data.get("language"),
+    )

@@ -1,0 +1,357 @@
+"""Storing articles: exact and near-duplicate resolution, tags and alerts in one transaction.
+
+`ingest` is the critical section of the pipeline. It runs under a lock that serializes
+concurrent writers (SQLite's write lock via BEGIN IMMEDIATE, a transaction-scoped
+advisory lock on PostgreSQL), so two workers racing on copies of one story still
+produce exactly one original, and the unique (rule, story) constraint makes an alert
+impossible to store twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine, func, insert, select, text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from storage.engine import session_scope
+from storage.models import Alert, Article, ArticleSignature, ArticleTopic, LshBand, Rule, utcnow
+from tasks.errors import NotFound
+from tasks.fingerprint import Fingerprint, best_match
+from tasks.models import Article as ArticleData
+from tasks.models import Match, TopicTag
+
+# Arbitrary constant naming the ingest lock among PostgreSQL advisory locks.
+INGEST_LOCK_KEY = 0x6E657773  # "news"
+# Never verify more than this many near-duplicate candidates for one article.
+MAX_CANDIDATES = 200
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedArticle:
+    """An article with everything computed before the transaction."""
+
+    article: ArticleData
+    fingerprint: Fingerprint
+    tags: tuple[TopicTag, ...] = ()
+    matches: tuple[Match, ...] = ()
+
+
+@dataclass(slots=True)
+class IngestResult:
+    """What a batch did to the store."""
+
+    stored: list[int] = field(default_factory=list)
+    duplicates: list[int] = field(default_factory=list)
+    skipped: int = 0
+    alerts: list[int] = field(default_factory=list)
+
+
+def lock_for_ingest(session: Session) -> None:
+    """Serialize ingest transactions across processes (see module docstring)."""
+    bind = session.get_bind()
+    if bind.dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": INGEST_LOCK_KEY})
+
+
+def find_original(
+    session: Session, fp: Fingerprint, threshold: float
+) -> tuple[int, float] | None:
+    """The story id this fingerprint duplicates (exact hash first, then LSH), if any."""
+    exact = session.scalars(
+        select(Article.story_id).where(Article.text_hash == fp.text_hash).order_by(Article.id).limit(1)
+    ).first()
+    if exact is not None:
+        return exact, 1.0
+    if fp.shingle_count == 0:
+        return None
+    candidate_ids = list(
+        session.scalars(
+            select(LshBand.article_id)
+            .where(LshBand.key.in_(fp.band_keys))  # type: ignore[attr-defined]
+            .distinct()
+            .limit(MAX_CANDIDATES)
+        )
+    )
+    if not candidate_ids:
+        return None
+    rows = session.execute(
+        select(ArticleSignature.article_id, ArticleSignature.signature).where(
+            ArticleSignature.article_id.in_(candidate_ids)  # type: ignore[attr-defined]
+        )
+    ).all()
+    best = best_match(fp.signature, [(r[0], r[1]) for r in rows], threshold)
+    if best is None:
+        return None
+    story = session.scalar(select(Article.story_id).where(Article.id == best[0]))
+    return (story if story is not None else best[0]), best[1]
+
+
+def _insert_ignore(session: Session, model: Any, values: dict[str, Any]) -> int | None:
+    """INSERT ... ON CONFLICT DO NOTHING RETURNING id; None when the row existed."""
+    dialect = session.get_bind().dialect.name
+    stmt: Any
+    if dialect == "postgresql":
+        stmt = postgresql.insert(model).values(**values).on_conflict_do_nothing()
+    elif dialect == "sqlite":
+        stmt = sqlite.insert(model).values(**values).on_conflict_do_nothing()
+    else:  # pragma: no cover - only SQLite and PostgreSQL are supported
+        stmt = insert(model).values(**values)
+    return session.execute(stmt.returning(model.id)).scalar()
+
+
+def ingest(
+    engine: Engine,
+    *,
+    origin: str,
+    feed_id: int | None,
+    items: Sequence[PreparedArticle],
+    threshold: float,
+    session: Session | None = None,
+) -> IngestResult:
+    """Store a batch: skip entries already seen, link duplicates, tag, create alerts.
+
+    A duplicate never alerts a rule that already alerted on its story, nor a rule that
+    existed when the story's original arrived (that rule already had its chance).
+    Runs in the given session's transaction, or in its own.
+    """
+    if session is None:
+        with session_scope(engine) as own:
+            return ingest(
+                engine, origin=origin, feed_id=feed_id, items=items, threshold=threshold, session=own
+            )
+    result = IngestResult()
+    if not items:
+        return result
+    lock_for_ingest(session)
+    guids = [item.article.guid for item in items]
+    seen: set[str] = set(
+        session.scalars(select(Article.guid).where(Article.origin == origin, Article.guid.in_(guids)))  # type: ignore[attr-defined]
+    )
+    if feed_id is not None:
+        urls = [i.article.canonical_url for i in items if i.article.canonical_url]
+        seen_urls = set(
+            session.scalars(
+                select(Article.canonical_url).where(
+                    Article.feed_id == feed_id,
+                    Article.canonical_url.in_(urls),  # type: ignore[union-attr]
+                )
+            )
+        )
+    else:
+        seen_urls = set()
+    rules = {
+        rule_id: (created, bool(channels))
+        for rule_id, created, channels in session.execute(
+            select(Rule.id, Rule.created_at, Rule.channels)
+        ).all()
+    }
+    now = utcnow()
+    for item in items:
+        data = item.article
+        if data.guid in seen or (data.canonical_url and data.canonical_url in seen_urls):
+            result.skipped += 1
+            continue
+        seen.add(data.guid)
+        if data.canonical_url and feed_id is not None:
+            seen_urls.add(data.canonical_url)
+        original = find_original(session, item.fingerprint, threshold)
+        row = Article(
+            origin=origin,
+            feed_id=feed_id,
+            guid=data.guid,
+            url=data.url,
+            canonical_url=data.canonical_url,
+            title=data.title,
+            text=data.text,
+            text_hash=item.fingerprint.text_hash,
+            source=data.source,
+            author=data.author,
+            dateline=data.dateline,
+            language=data.language,
+            published_at=data.published_at,
+            created_at=now,
+            duplicate_of=original[0] if original else None,
+            similarity=original[1] if original else None,
+        )
+        session.add(row)
+        session.flush()
+        assert row.id is not None
+        row.story_id = original[0] if original else row.id
+        session.add(ArticleSignature(article_id=row.id, signature=item.fingerprint.signature))
+        if item.fingerprint.shingle_count:
+            session.execute(
+                insert(LshBand),
+                [{"key": key, "article_id": row.id} for key in set(item.fingerprint.band_keys)],
+            )
+        for tag in item.tags:
+            session.add(
+                ArticleTopic(article_id=row.id, slug=tag.slug, score=tag.score, phrases=list(tag.phrases))
+            )
+        (result.duplicates if original else result.stored).append(row.id)
+        story_created = _story_created(session, row.story_id) if original else now
+        topics = [t.slug for t in item.tags]
+        for match in item.matches:
+            if match.rule_id not in rules:
+                continue
+            created, has_channels = rules[match.rule_id]
+            if original is not None and story_created is not None and created <= story_created:
+                continue
+            alert_id = _insert_ignore(
+                session,
+                Alert,
+                {
+                    "rule_id": match.rule_id,
+                    "story_id": row.story_id,
+                    "article_id": row.id,
+                    "title": data.title,
+                    "url": data.url,
+                    "topics": topics,
+                    "matched": list(match.matched),
+                    "snippet": match.snippet,
+                    "created_at": now,
+                    # An alert of a rule without channels is only stored, never sent.
+                    "status": "pending" if has_channels else "none",
+                },
+            )
+            if alert_id is not None:
+                result.alerts.append(alert_id)
+    session.flush()
+    return result
+
+
+def _story_created(session: Session, story_id: int) -> datetime | None:
+    return session.scalar(select(Article.created_at).where(Article.id == story_id))
+
+
+def article_record(row: Article, topics: list[str], *, with_text: bool = False) -> dict[str, Any]:
+    """The JSON-ready view of an article (the fields DESIGN.md promises)."""
+    record: dict[str, Any] = {
+        "id": row.id,
+        "guid": row.guid,
+        "url": row.url,
+        "title": row.title,
+        "source": row.source,
+        "author": row.author,
+        "published_at": row.published_at,
+        "created_at": row.created_at,
+        "feed_id": row.feed_id,
+        "duplicate_of": row.duplicate_of,
+        "topics": topics,
+    }
+    if with_text:
+        record["dateline"] = row.dateline
+        record["language"] = row.language
+        record["canonical_url"] = row.canonical_url
+        record["similarity"] = row.similarity
+        record["text"] = row.text
+    return record
+
+
+def _topics_of(session: Session, ids: list[int]) -> dict[int, list[str]]:
+    out: dict[int, list[str]] = {i: [] for i in ids}
+    if ids:
+        rows = session.execute(
+            select(ArticleTopic.article_id, ArticleTopic.slug)
+            .where(ArticleTopic.article_id.in_(ids))  # type: ignore[attr-defined]
+            .order_by(ArticleTopic.score.desc())  # type: ignore[attr-defined]
+        )
+        for article_id, slug in rows:
+            out[article_id].append(slug)
+    return out
+
+
+def list_articles(
+    engine: Engine,
+    *,
+    limit: int = 50,
+    search: str | None = None,
+    topic: str | None = None,
+    duplicates_only: bool = False,
+) -> list[dict[str, Any]]:
+    """Newest articles first, optionally full-text searched or filtered by topic."""
+    with session_scope(engine) as session:
+        query = select(Article).order_by(Article.id.desc()).limit(limit)  # type: ignore[union-attr]
+        if topic:
+            query = query.where(
+                Article.id.in_(select(ArticleTopic.article_id).where(ArticleTopic.slug == topic))  # type: ignore[union-attr]
+            )
+        if duplicates_only:
+            query = query.where(Article.duplicate_of.is_not(None))  # type: ignore[union-attr]
+        if search:
+            from storage.search import article_ids_matching
+
+            query = query.where(Article.id.in_(article_ids_matching(session, search)))  # type: ignore[union-attr]
+        rows = list(session.scalars(query))
+        topics = _topics_of(session, [r.id for r in rows if r.id is not None])
+        return [article_record(r, topics.get(r.id or 0, [])) for r in rows]
+
+
+def get_article(engine: Engine, article_id: int) -> dict[str, Any]:
+    """One article with its normalized text and topic tags."""
+    with session_scope(engine) as session:
+        row = session.get(Article, article_id)
+        if row is None:
+            raise NotFound(f"no article with id {article_id}")
+        topics = _topics_of(session, [article_id])[article_id]
+        return article_record(row, topics, with_text=True)
+
+
+def article_tags(engine: Engine, article_id: int) -> list[dict[str, Any]]:
+    """The topic tags of an article with their scores and fired phrases."""
+    with session_scope(engine) as session:
+        if session.get(Article, article_id) is None:
+            raise NotFound(f"no article with id {article_id}")
+        rows = session.scalars(
+            select(ArticleTopic)
+            .where(ArticleTopic.article_id == article_id)
+            .order_by(ArticleTopic.score.desc())  # type: ignore[attr-defined]
+        )
+        return [{"slug": r.slug, "score": r.score, "phrases": r.phrases} for r in rows]
+
+
+def duplicate_clusters(engine: Engine, *, limit: int = 100) -> list[dict[str, Any]]:
+    """Stories with copies: the original and each copy with its outlet and similarity."""
+    with session_scope(engine) as session:
+        story_ids = list(
+            session.scalars(
+                select(Article.duplicate_of)
+                .where(Article.duplicate_of.is_not(None))  # type: ignore[union-attr]
+                .group_by(Article.duplicate_of)
+                .order_by(func.max(Article.id).desc())
+                .limit(limit)
+            )
+        )
+        clusters = []
+        for story_id in story_ids:
+            original = session.get(Article, story_id)
+            if original is None:
+                continue
+            copies = session.scalars(
+                select(Article).where(Article.duplicate_of == story_id).order_by(Article.id)
+            )
+            clusters.append(
+                {
+                    "story_id": story_id,
+                    "original": {"id": original.id, "title": original.title, "source": original.source, "guid": original.guid},
+                    "copies": [
+                        {"id": c.id, "title": c.title, "source": c.source, "guid": c.guid, "similarity": c.similarity}
+                        for c in copies
+                    ],
+                }
+            )
+        return clusters
+
+
+def article_count(engine: Engine) -> dict[str, int]:
+    """Counts for `newswatch stats`."""
+    with session_scope(engine) as session:
+        total = session.scalar(select(func.count()).select_from(Article)) or 0
+        dups = session.scalar(
+            select(func.count()).select_from(Article).where(Article.duplicate_of.is_not(None))  # type: ignore[union-attr]
+        ) or 0
+        return {"articles": total, "duplicates": dups, "stories": total - dups}

@@ -1,0 +1,126 @@
+"""Engines and sessions, created on demand and never shared across processes.
+
+SQLite gets WAL, a busy timeout and `BEGIN IMMEDIATE` transactions, so concurrent
+worker processes queue for the write lock instead of failing with "database is locked"
+halfway through a transaction. PostgreSQL runs through the same code.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.orm import Session
+
+from tasks.errors import StorageUnavailable
+
+SQLITE_BUSY_TIMEOUT_MS = 60_000
+
+_engines: dict[tuple[int, str], Engine] = {}
+_lock = threading.Lock()
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" event issue BEGIN itself (see below).
+        dbapi_conn.isolation_level = None
+        cursor = dbapi_conn.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        # Take the write lock at the start: a deferred transaction that later upgrades
+        # to a writer can fail with SQLITE_BUSY without waiting for the busy timeout.
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def create_engine_for(url: str) -> Engine:
+    """A new engine for `url` with the project's connection settings."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise StorageUnavailable(f"invalid database URL {url!r}") from exc
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        database = parsed.database
+        if database and database != ":memory:":
+            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+        _configure_sqlite(engine)
+        return engine
+    if backend == "postgresql" and parsed.drivername == "postgresql":
+        url = parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    try:
+        return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    except (ArgumentError, ImportError) as exc:
+        raise StorageUnavailable(f"cannot use database URL {parsed!r}: {exc}") from exc
+
+
+def get_engine(url: str) -> Engine:
+    """The engine for `url` in this process (a forked child gets its own)."""
+    key = (os.getpid(), url)
+    engine = _engines.get(key)
+    if engine is None:
+        with _lock:
+            engine = _engines.get(key)
+            if engine is None:
+                engine = _engines[key] = create_engine_for(url)
+    return engine
+
+
+def dispose_engines() -> None:
+    """Forget every engine of this process (after fork, or at shutdown)."""
+    with _lock:
+        for engine in _engines.values():
+            engine.dispose(close=False)
+        _engines.clear()
+
+
+@contextmanager
+def session_scope(engine: Engine) -> Iterator[Session]:
+    """A session in one transaction: committed on success, rolled back on error."""
+    try:
+        with Session(engine, expire_on_commit=False) as session:
+            with session.begin():
+                yield session
+    except OperationalError as exc:
+        if is_connection_error(exc):
+            raise StorageUnavailable(describe_unreachable(engine, exc)) from exc
+        raise
+
+
+def is_connection_error(exc: OperationalError) -> bool:
+    """True when the error means the database cannot be reached, not a query fault."""
+    text = str(exc.orig).lower() if exc.orig is not None else str(exc).lower()
+    needles = (
+        "connection refused",
+        "could not connect",
+        "unable to open database",
+        "could not translate host",
+        "connection to server",
+        "server closed the connection",
+        "the database system is starting up",
+        "the database system is shutting down",
+        "no such host",
+        "timeout expired",
+    )
+    return any(n in text for n in needles) or bool(exc.connection_invalidated)
+
+
+def describe_unreachable(engine: Engine, exc: BaseException) -> str:
+    """One line telling the user which database could not be reached and why."""
+    url = engine.url.render_as_string(hide_password=True)
+    reason = str(getattr(exc, "orig", exc) or exc).strip().splitlines()[0]
+    return f"cannot reach the database at {url}: {reason}"

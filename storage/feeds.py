@@ -1,0 +1,245 @@
+"""Feed subscriptions and their polling state: add, list, claim due feeds, record fetches."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine, or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from storage.engine import session_scope
+from storage.models import Feed, utcnow
+from tasks.errors import InvalidInput, NotFound
+
+# A feed whose fetch was claimed this many times without ever completing (its worker
+# died each time) is parked instead of killing more workers.
+MAX_UNFINISHED_CLAIMS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class FeedTarget:
+    """What a fetch needs to know about a feed."""
+
+    id: int
+    url: str
+    etag: str | None
+    last_modified: str | None
+
+
+def feed_record(feed: Feed) -> dict[str, Any]:
+    """The JSON-ready view of a feed (the fields DESIGN.md promises)."""
+    return {
+        "id": feed.id,
+        "url": feed.url,
+        "title": feed.title,
+        "active": feed.active,
+        "interval": feed.interval_seconds,
+        "last_status": feed.last_status,
+        "last_error": feed.last_error,
+        "error_count": feed.error_count,
+        "entry_count": feed.entry_count,
+        "last_polled_at": feed.last_polled_at,
+        "next_poll_at": feed.next_poll_at,
+    }
+
+
+def add_feed(
+    engine: Engine, url: str, *, interval_seconds: int, title: str | None = None
+) -> dict[str, Any]:
+    """Subscribe to `url`; a new feed is due at once. Adding a known URL is refused."""
+    try:
+        with session_scope(engine) as session:
+            feed = Feed(url=url, title=title, interval_seconds=interval_seconds)
+            session.add(feed)
+            session.flush()
+            return feed_record(feed)
+    except IntegrityError as exc:
+        raise InvalidInput(f"feed already subscribed: {url}") from exc
+
+
+def add_feeds(
+    engine: Engine, feeds: list[tuple[str, str | None]], *, interval_seconds: int
+) -> tuple[int, int]:
+    """Subscribe to many feeds at once; returns (added, already known)."""
+    added = 0
+    with session_scope(engine) as session:
+        known = set(session.scalars(select(Feed.url)))
+        for url, title in feeds:
+            if url in known:
+                continue
+            known.add(url)
+            session.add(Feed(url=url, title=title, interval_seconds=interval_seconds))
+            added += 1
+    return added, len(feeds) - added
+
+
+def list_feeds(engine: Engine) -> list[dict[str, Any]]:
+    """Every feed with its polling state, oldest first."""
+    with session_scope(engine) as session:
+        return [feed_record(f) for f in session.scalars(select(Feed).order_by(Feed.id))]
+
+
+def find_feed(engine: Engine, id_or_url: str) -> dict[str, Any]:
+    """One feed by id or URL."""
+    with session_scope(engine) as session:
+        feed = _lookup(session, id_or_url)
+        return feed_record(feed)
+
+
+def _lookup(session: Any, id_or_url: str) -> Feed:
+    feed: Feed | None = None
+    if id_or_url.isdigit():
+        feed = session.get(Feed, int(id_or_url))
+    if feed is None:
+        feed = session.scalars(select(Feed).where(Feed.url == id_or_url)).first()
+    if feed is None:
+        raise NotFound(f"no feed with id or URL {id_or_url!r}")
+    return feed
+
+
+def remove_feed(engine: Engine, id_or_url: str) -> dict[str, Any]:
+    """Unsubscribe; stored articles stay (their feed link is cleared)."""
+    with session_scope(engine) as session:
+        feed = _lookup(session, id_or_url)
+        record = feed_record(feed)
+        session.delete(feed)
+        return record
+
+
+def claim_feeds(
+    engine: Engine,
+    *,
+    now: datetime | None = None,
+    lease_seconds: int,
+    limit: int = 1000,
+    only: list[int] | None = None,
+) -> tuple[list[FeedTarget], list[int]]:
+    """Atomically take the due feeds (or the named ones) for fetching.
+
+    Each claimed feed gets a lease; a second scheduler sees it as taken until the fetch
+    completes or the lease expires (the fetch was lost). Returns (claimed, parked ids).
+    """
+    now = now or utcnow()
+    lease_until = now + timedelta(seconds=lease_seconds)
+    claimed: list[FeedTarget] = []
+    parked: list[int] = []
+    with session_scope(engine) as session:
+        query = select(Feed).where(or_(Feed.lease_until.is_(None), Feed.lease_until < now))  # type: ignore[union-attr,operator]
+        if only is not None:
+            query = query.where(Feed.id.in_(only))  # type: ignore[union-attr]
+        else:
+            query = query.where(Feed.active, Feed.next_poll_at <= now)
+        query = query.order_by(Feed.next_poll_at).limit(limit)
+        if session.bind is not None and session.bind.dialect.name == "postgresql":
+            query = query.with_for_update(skip_locked=True)
+        for feed in session.scalars(query):
+            assert feed.id is not None
+            if feed.unfinished_claims >= MAX_UNFINISHED_CLAIMS:
+                feed.active = False
+                feed.lease_until = None
+                feed.last_error = (
+                    f"parked: fetching this feed failed to finish {feed.unfinished_claims} times "
+                    "in a row (the worker died or the task was lost); re-enable with "
+                    "`newswatch feeds enable`"
+                )
+                parked.append(feed.id)
+                continue
+            feed.lease_until = lease_until
+            feed.unfinished_claims += 1
+            claimed.append(FeedTarget(feed.id, feed.url, feed.etag, feed.last_modified))
+    return claimed, parked
+
+
+def enable_feed(engine: Engine, id_or_url: str) -> dict[str, Any]:
+    """Re-activate a parked or deactivated feed and make it due now."""
+    with session_scope(engine) as session:
+        feed = _lookup(session, id_or_url)
+        feed.active = True
+        feed.unfinished_claims = 0
+        feed.lease_until = None
+        feed.next_poll_at = utcnow()
+        return feed_record(feed)
+
+
+def get_target(engine: Engine, feed_id: int) -> FeedTarget | None:
+    """The fetch target of one feed, or None if it was removed."""
+    with session_scope(engine) as session:
+        feed = session.get(Feed, feed_id)
+        if feed is None:
+            return None
+        assert feed.id is not None
+        return FeedTarget(feed.id, feed.url, feed.etag, feed.last_modified)
+
+
+def backoff_seconds(error_count: int, interval: int, cap: int) -> float:
+    """Exponential backoff with jitter after `error_count` consecutive errors, capped."""
+    base = min(cap, interval * (2 ** min(error_count - 1, 16)))
+    return float(min(cap, base * random.uniform(0.8, 1.2)))
+
+
+@dataclass(frozen=True, slots=True)
+class FetchOutcome:
+    """What a fetch attempt concluded, to be recorded on the feed."""
+
+    status: int | None
+    error: str | None = None
+    etag: str | None = None
+    last_modified: str | None = None
+    not_modified: bool = False
+    new_url: str | None = None
+    title: str | None = None
+    gone: bool = False
+    retry_after: float | None = None
+    entries: int = 0
+
+
+def record_fetch(
+    session: Any, feed_id: int, outcome: FetchOutcome, *, max_backoff: int, now: datetime
+) -> None:
+    """Update a feed after a fetch, in the caller's transaction, and release its lease."""
+    feed = session.get(Feed, feed_id)
+    if feed is None:
+        return
+    feed.last_polled_at = now
+    feed.last_status = outcome.status
+    feed.lease_until = None
+    feed.unfinished_claims = 0
+    if outcome.title and not feed.title:
+        feed.title = outcome.title
+    if outcome.new_url and outcome.new_url != feed.url:
+        taken = session.scalars(select(Feed.id).where(Feed.url == outcome.new_url)).first()
+        if taken is None:
+            feed.url = outcome.new_url
+    if outcome.error is None:
+        feed.error_count = 0
+        feed.last_error = None
+        if not outcome.not_modified:
+            feed.etag = outcome.etag
+            feed.last_modified = outcome.last_modified
+        feed.entry_count += outcome.entries
+        feed.next_poll_at = now + timedelta(seconds=feed.interval_seconds)
+        return
+    feed.error_count += 1
+    feed.last_error = outcome.error
+    if outcome.gone:
+        feed.active = False
+    if outcome.retry_after is not None:
+        delay = min(float(max_backoff), max(outcome.retry_after, 1.0))
+    else:
+        delay = backoff_seconds(feed.error_count, feed.interval_seconds, max_backoff)
+    feed.next_poll_at = now + timedelta(seconds=delay)
+
+
+def release_leases(engine: Engine, feed_ids: list[int]) -> None:
+    """Give back claims that will not be fetched after all (e.g. enqueue failed)."""
+    if not feed_ids:
+        return
+    with session_scope(engine) as session:
+        session.execute(
+            update(Feed)
+            .where(Feed.id.in_(feed_ids))  # type: ignore[union-attr]
+            .values(lease_until=None, unfinished_claims=Feed.unfinished_claims - 1)
+        )

@@ -1,0 +1,97 @@
+"""Shared fixtures: real servers, an isolated data dir, and an in-process CLI runner."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.servers import FeedServer, feed_server, postgres_bindir, postgres_server, redis_server
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A real redis-server for the session."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    with redis_server() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A real PostgreSQL cluster for the session (skipped where PostgreSQL is not installed)."""
+    if postgres_bindir() is None:
+        pytest.skip("PostgreSQL is not installed")
+    with postgres_server() as url:
+        yield url
+
+
+@pytest.fixture
+def feeds() -> Iterator[FeedServer]:
+    """A local HTTP server serving feed documents."""
+    with feed_server() as server:
+        yield server
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    """An isolated newswatch environment (data dir in tmp, loopback feeds allowed)."""
+    from storage.engine import dispose_engines
+    from worker.runtime import reset_runtime
+    from worker.settings import get_settings
+
+    values = {
+        "NEWSWATCH_DATA_DIR": str(tmp_path / "data"),
+        "NEWSWATCH_ALLOW_PRIVATE_ADDRESSES": "1",
+    }
+    for key in [k for k in os.environ if k.startswith("NEWSWATCH_")]:
+        monkeypatch.delenv(key)
+    for key, value in values.items():
+        monkeypatch.setenv(key, value)
+    get_settings.cache_clear()
+    reset_runtime()
+    yield values
+    reset_runtime()
+    dispose_engines()
+    get_settings.cache_clear()
+
+
+@dataclass
+class CliResult:
+    """Exit code and output of one in-process CLI invocation."""
+
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+
+def run_cli(*args: str) -> CliResult:
+    """Run `newswatch ARGS` in this process and capture what a user would see."""
+    from worker.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    with redirect_stdout(out), redirect_stderr(err):
+        try:
+            main(list(args))
+        except SystemExit as exc:
+            code = int(exc.code or 0) if not isinstance(exc.code, str) else 1
+    return CliResult(code, out.getvalue(), err.getvalue())
+
+
+@pytest.fixture
+def cli(env: dict[str, str]) -> Any:
+    """The in-process CLI runner, bound to the isolated environment."""
+    return run_cli

@@ -1,0 +1,1 @@
+"""The newswatch Celery application, its settings, beat schedule and command line."""
