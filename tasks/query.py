@@ -80,7 +80,7 @@ def _mark_class() -> str:
 
 _MARKS = _mark_class()
 # One separator: any run of characters that are neither letters/digits nor marks.
-_SEPARATOR_RE = re.compile(f"[^\\w{_MARKS}]+|_+")
+_SEPARATOR_RE = re.compile(f"(?:[^\\w{_MARKS}]|_)+")
 # Dotted acronyms of single letters, "U.S.", "U.S.A", "e.g.": dots are dropped so that
 # "U.S." folds like "US". "S. Korea" (one letter) is left alone.
 _ACRONYM_RE = re.compile(r"(?<![^\W_])(?:[^\W\d_]\.)+[^\W\d_](?![^\W_])")
