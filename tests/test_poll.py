@@ -1,0 +1,100 @@
+"""`newswatch poll` end to end in one process: real HTTP server, real SQLite store."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.servers import FeedServer, rss
+
+STORY = (
+    "Washington and Seoul resumed talks on the cost-sharing agreement for the 28,500 US troops "
+    "stationed in South Korea, with negotiators meeting in Honolulu on Tuesday."
+)
+OTHER = "A new bakery opened in Lisbon, selling custard tarts to long queues of tourists."
+LATER = (
+    "North Korea test-fired a ballistic missile into the East Sea on Friday, the South's Joint "
+    "Chiefs of Staff said, days after trilateral drills by the US, Japan and South Korea ended."
+)
+
+
+def feed_with(*items: tuple[str, str, str]) -> str:
+    return rss([{"guid": g, "title": t, "description": d} for g, t, d in items])
+
+
+def test_poll_stores_alerts_once_and_uses_conditional_get(cli: Any, feeds: FeedServer) -> None:
+    feeds.put("/wire.xml", feed_with(("a1", "Cost-sharing talks resume", STORY), ("a2", "Bakery", OTHER)))
+    assert cli("init").code == 0
+    assert cli("feeds", "add", feeds.url("/wire.xml")).code == 0
+    added = cli("rules", "add", "usfk-costs", "--query", '"cost sharing" AND troops')
+    assert added.code == 0, added.err
+
+    first = cli("poll", "--format", "json")
+    assert first.code == 0, first.err
+    [report] = first.json()
+    assert report["status"] == 200 and report["stored"] == 2 and report["alerts"] == 1
+
+    alerts = cli("alerts", "list", "--format", "json").json()
+    assert len(alerts) == 1
+    alert = alerts[0]
+    for key in ("id", "rule", "article_id", "title", "url", "topics", "matched", "snippet",
+                "created_at", "delivered_at"):
+        assert key in alert
+    assert alert["rule"] == "usfk-costs"
+    assert alert["title"] == "Cost-sharing talks resume"
+    assert "troop-cost-sharing" in alert["topics"]
+    assert "troops" in " ".join(alert["matched"]).lower()
+
+    # Unchanged feed: the second poll must be conditional and add nothing.
+    second = cli("poll", "--feed", feeds.url("/wire.xml"), "--format", "json")
+    assert second.code == 0, second.err
+    assert second.json()[0]["status"] == 304
+    assert feeds.requests_to("/wire.xml")[-1].headers.get("if-none-match")
+    assert len(cli("alerts", "list", "--format", "json").json()) == 1
+
+    # A changed feed with one more matching story: exactly one more alert.
+    feeds.put(
+        "/wire.xml",
+        feed_with(
+            ("a3", "Troop cost sharing deal near", "Officials say a cost sharing deal for US troops in Korea is near, after months of talks on the burden."),
+            ("a1", "Cost-sharing talks resume", STORY),
+            ("a2", "Bakery", OTHER),
+        ),
+    )
+    third = cli("poll", "--feed", feeds.url("/wire.xml"), "--format", "json")
+    assert third.json()[0]["stored"] == 1
+    alerts = cli("alerts", "list", "--format", "json").json()
+    assert [a["title"] for a in alerts] == ["Troop cost sharing deal near", "Cost-sharing talks resume"]
+
+    feed = cli("feeds", "list", "--format", "json").json()[0]
+    for key in ("id", "url", "title", "active", "last_status", "last_error", "error_count",
+                "last_polled_at", "next_poll_at"):
+        assert key in feed
+    assert feed["title"] == "Test Wire" and feed["last_status"] == 200 and feed["error_count"] == 0
+
+
+def test_syndicated_copy_from_another_feed_does_not_alert_twice(cli: Any, feeds: FeedServer) -> None:
+    feeds.put("/a.xml", feed_with(("x1", "Talks on troop costs", STORY + " " + LATER)))
+    copy = "<p>READ ALSO: Markets rally</p><p>" + STORY + "</p><p>" + LATER.replace("Friday", "Friday morning") + "</p>"
+    feeds.put("/b.xml", feed_with(("y9", "Allies discuss troop costs", copy)))
+    cli("init")
+    cli("feeds", "add", feeds.url("/a.xml"))
+    cli("feeds", "add", feeds.url("/b.xml"))
+    cli("rules", "add", "costs", "--query", "cost sharing")
+    assert cli("poll").code == 0
+    articles = cli("articles", "list", "--format", "json").json()
+    by_guid = {a["guid"].rsplit("/", 1)[-1]: a for a in articles}
+    assert by_guid["y9"]["duplicate_of"] == by_guid["x1"]["id"] or by_guid["x1"]["duplicate_of"] == by_guid["y9"]["id"]
+    assert len(cli("alerts", "list", "--format", "json").json()) == 1
+
+
+def test_feed_errors_are_recorded_not_raised(cli: Any, feeds: FeedServer) -> None:
+    feeds.put("/good.xml", feed_with(("g1", "Fine", OTHER)))
+    cli("init")
+    cli("feeds", "add", feeds.url("/missing.xml"))
+    cli("feeds", "add", feeds.url("/good.xml"))
+    result = cli("poll", "--format", "json")
+    assert result.code == 0, result.err
+    listed = {f["url"]: f for f in cli("feeds", "list", "--format", "json").json()}
+    broken = listed[feeds.url("/missing.xml")]
+    assert broken["last_status"] == 404 and broken["error_count"] == 1 and "404" in broken["last_error"]
+    assert listed[feeds.url("/good.xml")]["error_count"] == 0
