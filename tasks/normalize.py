@@ -61,6 +61,7 @@ _INVISIBLE_RE = re.compile(
 )
 _GLUED_QUOTE_RE = re.compile(r"(?<=[^\W_])(?=“)|(?<=”)(?=[^\W_])")
 _INLINE_SPACE_RE = re.compile(r"[^\S\n]+")
+_WHITESPACE_RE = re.compile(r"\s+")
 _BLANK_LINES_RE = re.compile(r"\n\s*\n")
 _WORD_RE = re.compile(r"\w+")
 
@@ -92,10 +93,14 @@ LINE_RULES: tuple[tuple[str, LineAction], ...] = (
     ),
     # Cross-links to other stories ("READ ALSO ...", "Also read: ...", "Watch: ...").
     (
-        r"(?:read also|also read|read more|see also|more on this|recommended|related|watch)"
-        r"(?:\s*[:|>-]\s*|\s+[A-Z0-9\"']).{0,200}|read more\.*",
+        r"(?:read also|also read|read more|see also|more on this)"
+        r"(?:\s*[:|>-]\s*|\s+(?-i:[A-Z0-9\"'])).{0,200}"
+        r"|(?:recommended|related|watch)\s*[:|>]\s*.{0,200}|read more\.*",
         LineAction.DROP,
     ),
+    # Inline cross-link blocks: a "Don't miss" label and teaser headlines tagged with a
+    # section label in capitals ("Plague fears grow [INSIGHT]").
+    (r"don'?t miss(?: this)?\s*:?|.{3,200}\[(?-i:[A-Z ]{3,15})\]\s*\|?", LineAction.DROP),
     # Share prompts and bare lists of social networks.
     (
         r"(?:share(?: this)?(?: (?:article|story|post|page))?(?: (?:on|via))?|tweet|email|e-mail"
@@ -136,7 +141,7 @@ LINE_RULES: tuple[tuple[str, LineAction], ...] = (
         r"|latest|top|other|most (?:read|popular|viewed|shared)|editor'?s? picks?)"
         r" ?(?:articles?|stories|storeis|news|posts|reads?|videos|content|coverage|links)\s*:?"
         r"|(?:more|also) (?:from|on|in) .{1,40}|you (?:may|might) (?:also )?(?:like|enjoy)\b.{0,40}"
-        r"|recommended for you|don'?t miss(?: this)?\s*:?|in other news\s*:?",
+        r"|recommended for you|in other news\s*:?",
         LineAction.END,
     ),
     # Comment widgets.
@@ -148,16 +153,20 @@ LINE_RULES: tuple[tuple[str, LineAction], ...] = (
     ),
     # Product promos of aggregator pages ("Try Our AI Features", "Explore what X AI can do").
     (r"try our .{0,30}features?|explore what .{1,40} can do for you\s*:?", LineAction.END),
-    # Tag lists.
-    (r"(?:hash)?tags?\s*:?.{0,200}|topics?\s*:.{0,200}", LineAction.END),
+    # Tag lists ("Hashtags", "Tags: defence, Korea").
+    (r"(?:hash)?tags?(?:\s*:.{0,200})?|topics?\s*:.{0,200}", LineAction.END),
     # Syndication disclaimers ("This post has been auto-published from an agency feed ...").
     (
-        r"disclaimer\s*:.{0,400}|.{0,80}(?:auto-?published|automatically generated from"
-        r"|syndicated feed|agency feed).{0,300}",
+        r"disclaimer\s*:.{0,400}|.{0,80}\b(?:this|the) (?:post|story|article|report|content)\b"
+        r".{0,80}(?:auto-?published|automatically generated|syndicated feed|agency feed"
+        r"|has not been edited|not been reviewed).{0,200}",
         LineAction.END,
     ),
-    # Copyright footers.
-    (r"(?:\(c\)|©|copyright)\s.{0,150}|all rights reserved\.?", LineAction.END),
+    # Copyright footers ("© 2019 Associated Press. All Rights Reserved.", "© Reuters").
+    (
+        r"(?:©|\(c\))\s*.{1,150}|copyright\s*(?:©|\(c\))?\s*\d{4}.{0,150}|all rights reserved\.?",
+        LineAction.END,
+    ),
 )
 
 _LINE_RULE_RES: dict[LineAction, re.Pattern[str]] = {
@@ -168,9 +177,11 @@ _LINE_RULE_RES: dict[LineAction, re.Pattern[str]] = {
 }
 # Boilerplate lines are short; longer lines skip the rule table (keeps clean_text fast).
 _MAX_RULE_LINE = 420
-# A story-end marker only cuts when at least this much story text precedes it;
-# otherwise it is treated as a stray line and dropped.
-_MIN_STORY_BEFORE_END = 200
+# A story-end marker only cuts once a real paragraph (a sentence-ending line at least
+# this long, which a headline or crumb is not) precedes it; before that it is a stray
+# line and is only dropped.
+_MIN_PARAGRAPH_BEFORE_END = 80
+_SENTENCE_END_CHARS = frozenset(".!?\"')")
 
 # --- metadata lines -------------------------------------------------------------------
 
@@ -180,7 +191,7 @@ _NAME = r"[A-Z][\w.'-]*"
 _BYLINE_RE = re.compile(
     rf"(?:By|BY)\s+(?P<author>(?!The\b){_NAME}"
     rf"(?:(?:\s+|,\s*)(?:{_NAME}|and|&|de|da|van|von|der|bin|al)){{0,8}}?)"
-    r"(?:\s*[|,•·-]\s*(?:(?:last )?(?:updated|published|posted)\s*:?\s*|on\s+)?"
+    r"(?:\s*[|,•·-]\s*(?i:(?:last )?(?:updated|published|posted)\s*:?\s*|on\s+)?"
     r"(?P<date>[^|]{0,60}\d[^|]{0,40}))?"
     rf"(?:\s*\|.{{0,60}})?"
 )
@@ -239,10 +250,12 @@ _CONTINUATION_WORDS = frozenset(
         "whose", "with", "amid", "against", "about", "after", "before", "his", "her",
     )
 )  # fmt: skip
+_FRAGMENT_EXCLUDED_CHARS = frozenset(".!?\"'。！？")
 _TERMINAL_CHARS = frozenset(".!?:;\"')]")
 _LAST_WORD_RE = re.compile(r"(\w+)\W*$")
 
 _TITLE_MIN_CHARS, _TITLE_MAX_CHARS = 15, 200
+_MAX_CLEAN_PASSES = 4
 _DERIVED_TITLE_CHARS = 120
 _SENTENCE_END_RE = re.compile(r"(?<=[.!?])\s+(?=[\"'A-Z0-9])")
 
@@ -341,12 +354,12 @@ def _snippet_text(html: str) -> str:
             elif tag in ("td", "th"):
                 parts.append(" ")
             if tag and element.text:
-                parts.append(element.text)
+                parts.append(_WHITESPACE_RE.sub(" ", element.text))
         else:
             if tag in _BLOCK_TAGS:
                 parts.append("\n\n")
             if element.tail and element is not root:
-                parts.append(element.tail)
+                parts.append(_WHITESPACE_RE.sub(" ", element.tail))
     text = _INLINE_SPACE_RE.sub(" ", "".join(parts))
     lines = (line.strip() for line in text.split("\n"))
     return _BLANK_LINES_RE.sub("\n\n", "\n".join(lines)).strip()
@@ -418,11 +431,11 @@ def _join_broken_lines(lines: list[str]) -> list[str]:
 
 
 def _is_short_fragment(line: str, max_words: int) -> bool:
-    """A very short line with no sentence punctuation: a label, crumb or button."""
+    """A very short line with no sentence punctuation or figures: a label, crumb, button."""
     return (
         len(line) <= 30
         and len(line.split()) <= max_words
-        and not any(ch in line for ch in ".!?\"'")
+        and not any(ch in _FRAGMENT_EXCLUDED_CHARS or ch.isdigit() for ch in line)
     )
 
 
@@ -465,13 +478,13 @@ def _metadata_line(line: str, meta: _Meta) -> bool:
 def _filter_lines(lines: list[str], meta: _Meta) -> list[str]:
     """Apply metadata lines and LINE_RULES; cut at the first story-end marker."""
     kept: list[str] = []
-    story_chars = 0
+    story_started = False
     for line in lines:
         if _metadata_line(line, meta):
             continue
         if len(line) <= _MAX_RULE_LINE:
             if _LINE_RULE_RES[LineAction.END].fullmatch(line):
-                if story_chars >= _MIN_STORY_BEFORE_END:
+                if story_started:
                     break
                 continue
             if _LINE_RULE_RES[LineAction.DROP].fullmatch(line):
@@ -479,24 +492,24 @@ def _filter_lines(lines: list[str], meta: _Meta) -> list[str]:
             if _CAPTION_RE.search(line):
                 continue
         kept.append(line)
-        story_chars += len(line)
+        story_started = story_started or (
+            len(line) >= _MIN_PARAGRAPH_BEFORE_END and line[-1] in _SENTENCE_END_CHARS
+        )
     return kept
 
 
-def _drop_teasers_and_repeats(lines: list[str]) -> list[str]:
-    """Drop truncated teasers ("The top officers ... the ...") and repeated paragraphs."""
+def _drop_teasers(lines: list[str]) -> list[str]:
+    """Drop truncated teasers ("The top officers ... the ...") of a later paragraph.
+
+    Repeated whole paragraphs are kept: pages legitimately repeat list items.
+    """
     kept: list[str] = []
-    seen: set[str] = set()
     for index, line in enumerate(lines):
         if line.endswith("...") and len(line) > 40:
             stem = line.rstrip(". ")
             others = lines[:index] + lines[index + 1 :]
             if any(other.startswith(stem) and len(other) > len(stem) for other in others):
                 continue
-        if len(line) >= 40:
-            if line in seen:
-                continue
-            seen.add(line)
         kept.append(line)
     return kept
 
@@ -569,11 +582,15 @@ def clean_text(text: str) -> CleanedText:
     lines: list[str] = []
     for block in _blocks_of_lines(_normalize_chars(text)):
         lines.extend(_join_broken_lines(block))
-    lines = _filter_lines(lines, meta)
-    lines = _drop_teasers_and_repeats(lines)
-    lines = _trim_edge_fragments(lines)
-    lines = _extract_head_metadata(lines, meta)
-    lines = _extract_agency_credit(lines, meta)
+    # Taking a dateline or credit off a line can leave a line that is itself
+    # boilerplate; repeat until nothing more changes (one extra pass at most, in practice).
+    for _ in range(_MAX_CLEAN_PASSES):
+        lines = _drop_teasers(_filter_lines(lines, meta))
+        lines = _trim_edge_fragments(lines)
+        trimmed = _extract_agency_credit(_extract_head_metadata(lines, meta), meta)
+        if trimmed == lines:
+            break
+        lines = trimmed
     title = lines[0] if len(lines) > 1 and _looks_like_headline(lines[0]) else None
     if title is not None and len(lines[1]) <= len(title):
         title = None  # two short lines: no story below to be a headline of
@@ -602,6 +619,7 @@ TRACKING_PARAMS: tuple[str, ...] = (
 TRACKING_PARAM_PREFIXES: tuple[str, ...] = ("utm_", "pk_", "mtm_", "hsa_", "vero_", "oly_")
 _TRACKING_NAMES = frozenset(name.lower() for name in TRACKING_PARAMS)
 _DEFAULT_PORTS = {"http": "80", "https": "443"}
+_C0_AND_SPACE = "".join(chr(code) for code in range(0x21))
 _PORT_RE = re.compile(r"(?P<host>\[[^\]]*\]|[^:]*)(?::(?P<port>\d*))?")
 
 
@@ -609,6 +627,15 @@ def _is_tracking_param(pair: str) -> bool:
     """True for query pairs such as utm_source=x or fbclid=y."""
     name = unquote(pair.partition("=")[0]).strip().lower()
     return name in _TRACKING_NAMES or name.startswith(TRACKING_PARAM_PREFIXES)
+
+
+def _strip_url(url: str) -> str:
+    """Strip whitespace and the C0 controls urlsplit ignores at either end."""
+    while True:
+        stripped = url.strip().strip(_C0_AND_SPACE)
+        if stripped == url:
+            return stripped
+        url = stripped
 
 
 def _canonical_host(host: str) -> str:
@@ -630,16 +657,28 @@ def canonical_url(url: str) -> str:
     encoding) and keeps the path's case. Anything else, or anything unparsable, is
     returned stripped and unchanged; never raises.
     """
-    stripped = url.strip() if isinstance(url, str) else ""
+    current = _strip_url(url) if isinstance(url, str) else ""
+    # Dropping a fragment or parameter can expose characters that stripping then
+    # removes, which can reorder the query; a second pass settles it.
+    for _ in range(3):
+        canonical = _canonical_url_once(current)
+        if canonical == current:
+            break
+        current = canonical
+    return current
+
+
+def _canonical_url_once(url: str) -> str:
+    """One canonicalization pass over an already stripped URL."""
     try:
-        parts = urlsplit(stripped)
+        parts = urlsplit(url)
         scheme = parts.scheme.lower()
         if scheme not in _DEFAULT_PORTS or not parts.netloc:
-            return stripped
+            return url
         userinfo, _, hostport = parts.netloc.rpartition("@")
         match = _PORT_RE.fullmatch(hostport)
         if not match or not match.group("host"):
-            return stripped
+            return url
         host = _canonical_host(match.group("host"))
         port = match.group("port")
         netloc = host if not port or port == _DEFAULT_PORTS[scheme] else f"{host}:{port}"
@@ -647,9 +686,9 @@ def canonical_url(url: str) -> str:
             netloc = f"{userinfo}@{netloc}"
         pairs = [pair for pair in parts.query.split("&") if pair and not _is_tracking_param(pair)]
         query = "&".join(sorted(pairs, key=lambda pair: (unquote(pair.partition("=")[0]), pair)))
-        return urlunsplit((scheme, netloc, parts.path or "/", query, ""))
+        return _strip_url(urlunsplit((scheme, netloc, parts.path or "/", query, "")))
     except (ValueError, UnicodeError):
-        return stripped
+        return url
 
 
 # --- dates ----------------------------------------------------------------------------
