@@ -98,6 +98,8 @@ def parse_opml(content: bytes) -> OpmlResult:
         if raw_url is None:
             continue  # a folder
         title = outline.get("title") or outline.get("text")
+        if title is not None and title.strip() == raw_url.strip():
+            title = None  # exporters (ours too) put the URL in "text" when untitled
         title = " ".join(strip_terminal_controls(title).split()) or None if title else None
         try:
             url = normalize_feed_url(raw_url)

@@ -124,9 +124,7 @@ def _without_charset(content_type: str | None) -> str | None:
     return content_type.split(";", 1)[0].strip() or None
 
 
-def run_feedparser(
-    content: bytes, *, url: str, content_type: str | None = None
-) -> feedparser.FeedParserDict:
+def run_feedparser(content: bytes, *, content_type: str | None = None) -> feedparser.FeedParserDict:
     """feedparser's raw result for `content`, called the one way this project calls it.
 
     Public so benchmarks can compare feedparser's own expectations with exactly what
@@ -137,9 +135,12 @@ def run_feedparser(
         content = wide
         content_type = _without_charset(content_type)
     content = _limit_entities(content)
-    headers = {"content-location": url}
-    if content_type:
-        headers["content-type"] = content_type
+    # No Content-Location on purpose: feedparser would resolve every *guid* against it
+    # (ids count as relative URIs), so guids would change when a feed URL moves. Links
+    # are resolved against `url` afterwards instead. Without a Content-Type feedparser
+    # flags every document bozo; application/xml lets the document's own declaration
+    # decide the encoding (text/xml would mean us-ascii under RFC 3023).
+    headers = {"content-type": content_type or "application/xml"}
     return feedparser.parse(
         io.BytesIO(content),
         response_headers=headers,
@@ -265,7 +266,9 @@ def _entry(
         return None
     published = None
     for key in ("published_parsed", "updated_parsed", "created_parsed"):
-        published = _datetime(raw.get(key), now)
+        # dict.get: FeedParserDict.get maps a missing published_parsed to updated_parsed
+        # with a DeprecationWarning; we choose the fallback order ourselves.
+        published = _datetime(dict.get(raw, key), now)
         if published is not None:
             break
     entry_language = (detail or {}).get("language") or title_detail.get("language") or language
@@ -293,7 +296,7 @@ def _from_feedparser(
     # A third-party parser fed hostile bytes: whatever it raises becomes a result, since
     # one broken feed must not stop the others.
     try:
-        result = run_feedparser(content, url=url, content_type=content_type)
+        result = run_feedparser(content, content_type=content_type)
     except Exception as exc:
         log.warning("feedparser failed on %s: %r", url, exc)
         return ParsedFeed(
