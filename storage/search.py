@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import Integer, column, text
 from sqlalchemy.orm import Session
 
 _TOKEN = re.compile(r"\w+", re.UNICODE)
@@ -19,10 +19,14 @@ def fts_terms(search: str) -> list[str]:
 def _ids(session: Session, table: str, columns: str, search: str) -> Any:
     terms = fts_terms(search)
     if not terms:
-        return text("SELECT NULL WHERE 0 = 1").columns()
+        return text("SELECT NULL AS id WHERE 0 = 1").columns(column("id", Integer))
     if session.get_bind().dialect.name == "sqlite":
         match = " AND ".join(f'"{t}"' for t in terms)
-        return text(f"SELECT rowid FROM {table}_fts WHERE {table}_fts MATCH :q").bindparams(q=match).columns()
+        return (
+            text(f"SELECT rowid AS id FROM {table}_fts WHERE {table}_fts MATCH :q")
+            .bindparams(q=match)
+            .columns(column("id", Integer))
+        )
     query = " & ".join(terms)
     expr = " || ' ' || ".join(f"coalesce({c.strip()}, '')" for c in columns.split(","))
     return (
@@ -30,7 +34,7 @@ def _ids(session: Session, table: str, columns: str, search: str) -> Any:
             f"SELECT id FROM {table} WHERE to_tsvector('simple', {expr}) @@ to_tsquery('simple', :q)"
         )
         .bindparams(q=query)
-        .columns()
+        .columns(column("id", Integer))
     )
 
 

@@ -95,3 +95,48 @@ def run_cli(*args: str) -> CliResult:
 def cli(env: dict[str, str]) -> Any:
     """The in-process CLI runner, bound to the isolated environment."""
     return run_cli
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database URL on each backend (PostgreSQL where installed)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'store.db'}"
+        return
+    server_url: str = request.getfixturevalue("postgres_url")
+    import uuid
+
+    import psycopg
+
+    name = "t_" + uuid.uuid4().hex[:12]
+    plain = server_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(plain, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    yield server_url.rsplit("/", 1)[0] + "/" + name
+    from storage.engine import dispose_engines
+
+    dispose_engines()
+    with psycopg.connect(plain, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def store(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """An initialized store (schema, topics, seeds) on each backend, with its settings."""
+    from storage.engine import get_engine
+    from worker.bootstrap import initialize
+    from worker.runtime import reset_runtime
+    from worker.settings import Settings, get_settings
+
+    for key in [k for k in os.environ if k.startswith("NEWSWATCH_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("NEWSWATCH_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("NEWSWATCH_DATABASE_URL", db_url)
+    get_settings.cache_clear()
+    reset_runtime()
+    settings = Settings()
+    engine = get_engine(db_url)
+    initialize(settings, engine)
+    yield settings, engine
+    reset_runtime()
+    get_settings.cache_clear()
