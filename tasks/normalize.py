@@ -107,7 +107,7 @@ LINE_RULES: tuple[tuple[str, LineAction], ...] = (
         r"|print|facebook|twitter|x|whatsapp|linkedin|reddit|telegram|pinterest|copy link"
         r"|(?:click|tap) (?:here )?to share.{0,60})"
         r"(?:\s*[,|/•·]?\s*(?:facebook|twitter|x|whatsapp|linkedin|reddit|telegram|pinterest"
-        r"|email|e-mail|print|copy link))*\s*:?",
+        r"|email|e-mail|print|copy link))*\s*:?|like this (?:story|article|post)\?.{0,60}",
         LineAction.DROP,
     ),
     # Newsletter / subscription prompts.
@@ -148,13 +148,14 @@ LINE_RULES: tuple[tuple[str, LineAction], ...] = (
     (
         r"(?:\d+ )?comments?(?: \(\d+\))?\s*:?|no comments yet.{0,40}|(?:leave|post|add|write)"
         r" a (?:comment|reply).{0,40}|(?:view|show|load|read) (?:all )?comments.{0,20}"
-        r"|join the (?:conversation|discussion).{0,40}|be the first to comment.{0,40}",
+        r"|join the (?:conversation|discussion).{0,40}|be the first to comment.{0,40}"
+        r"|tell us what you think.{0,20}",
         LineAction.END,
     ),
     # Product promos of aggregator pages ("Try Our AI Features", "Explore what X AI can do").
     (r"try our .{0,30}features?|explore what .{1,40} can do for you\s*:?", LineAction.END),
     # Tag lists ("Hashtags", "Tags: defence, Korea").
-    (r"(?:hash)?tags?(?:\s*:.{0,200})?|topics?\s*:.{0,200}", LineAction.END),
+    (r"(?:hash)?tags?(?:\s*:.{0,200})?|(?:topics?|filed under)\s*:.{0,200}", LineAction.END),
     # Syndication disclaimers ("This post has been auto-published from an agency feed ...").
     (
         r"disclaimer\s*:.{0,400}|.{0,80}\b(?:this|the) (?:post|story|article|report|content)\b"
@@ -295,6 +296,8 @@ _BLOCK_TAGS = frozenset(
 # block's text is link text, and the block is not most of the document.
 _LINK_DENSITY = 0.6
 _LINK_BLOCK_TAGS = ("ul", "ol", "div", "p", "table", "section", "dl")
+# A whole page (fetched article) rather than a feed snippet: look at its first 2 KB.
+_FULL_DOCUMENT_RE = re.compile(r"<!doctype html|<html[\s>]|<body[\s>]", re.IGNORECASE)
 
 
 def html_to_text(html: str, *, url: str | None = None, full_page: bool = False) -> str:
@@ -771,13 +774,15 @@ def _title_from_text(text: str) -> str:
 def normalize_entry(raw: RawEntry) -> Article:
     """Turn one raw feed entry or file into an Article: clean text plus metadata fields.
 
-    The body is converted per `raw.content_type` ("html" or "text"), cleaned, and its
+    The body is converted per `raw.content_type` ("html" or "text"; a whole HTML
+    document, as opposed to a feed snippet, goes through full-page extraction), cleaned, and its
     headline removed from the top; fields given by the feed win over those derived
     from the text. The guid falls back to the canonical URL, then to a hash of title
     and text, so the same story always gets the same guid.
     """
     if raw.content_type == "html":
-        body = html_to_text(raw.content, url=raw.url, full_page=False)
+        full_page = _FULL_DOCUMENT_RE.search(raw.content, 0, 2048) is not None
+        body = html_to_text(raw.content, url=raw.url, full_page=full_page)
     else:
         body = raw.content
     cleaned = clean_text(body)

@@ -472,6 +472,21 @@ def test_title_falls_back_to_a_shortened_first_sentence() -> None:
     assert article.text == STORY
 
 
+def test_whole_html_document_goes_through_full_page_extraction() -> None:
+    menu = "".join(f"<li><a href='/s{i}'>Section {i}</a></li>" for i in range(12))
+    paragraphs = "".join(f"<p>{STORY} Paragraph {i} of the story.</p>" for i in range(6))
+    page = (
+        "<!DOCTYPE html><html><head><title>Troop cost talks</title></head><body>"
+        f"<div class='menu'>{menu}</div><article><h1>Troop cost talks resume in Seoul</h1>"
+        f"{paragraphs}</article></body></html>"
+    )
+    raw = RawEntry(guid="g", url="https://news.example/a", title=None, content=page)
+    article = normalize_entry(raw)
+    assert "Paragraph 5 of the story." in article.text
+    assert "Section 3" not in article.text
+    assert not article.text.startswith("Troop cost talks")
+
+
 def test_guid_falls_back_to_canonical_url_then_stable_hash() -> None:
     with_url = RawEntry(guid=None, url="https://Example.com/a#top", title="T", content=STORY)
     assert normalize_entry(with_url).guid == "https://example.com/a"
