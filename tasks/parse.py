@@ -10,9 +10,10 @@ Rules (each one decides a case the web really produces):
 - Entities: feedparser's strict pass uses expat without external entities, and its
   loose fallback re-declares only "safe" internal entities; but a safe entity with a
   long value referenced many times still expands quadratically (a 2 MB document grew
-  to a 2 GB title in testing). Before parsing, entity declarations in the prolog whose
-  value is longer than `_MAX_ENTITY_VALUE` bytes, and any beyond `_MAX_ENTITIES`, are
-  removed; references to them then stay as literal text. UTF-16/32 documents that
+  to a 2 GB title in testing). Before parsing, prolog entity declarations beyond
+  `_MAX_ENTITIES` are removed, and so are those longer than `_MAX_ENTITY_VALUE` bytes
+  once their uses would add more than `_MAX_EXPANSION` bytes; references to removed
+  entities stay as literal text. UTF-16/32 documents that
   declare entities are transcoded to UTF-8 first so the same rule applies.
 - JSON Feed (1.0/1.1) is parsed here with `json`: feedparser 6 does not know it.
 - Dates: feedparser's `*_parsed` (UTC struct_time; it maps two-digit years 00-89 to
@@ -53,6 +54,7 @@ log = logging.getLogger(__name__)
 
 _MAX_ENTITY_VALUE = 10  # "&#x2014;" fits; a paragraph does not
 _MAX_ENTITIES = 64
+_MAX_EXPANSION = 1024 * 1024  # bytes all longer entity values may add to a document
 _MAX_GUID = 512
 FUTURE_SLACK = timedelta(days=1)
 
@@ -104,14 +106,21 @@ def _limit_entities(content: bytes) -> bytes:
     end = match.start() if match else len(content)
     head, body = content[:end], content[end:]
     kept = 0
+    expansion = 0
 
     def judge(decl: re.Match[bytes]) -> bytes:
-        nonlocal kept
+        nonlocal kept, expansion
         safe = _SAFE_ENTITY.match(decl.group(1))
         if safe is None:
             return decl.group(0)  # feedparser drops these itself
-        if len(safe.group(2)) > _MAX_ENTITY_VALUE or kept >= _MAX_ENTITIES:
+        name, value = safe.group(1), safe.group(2)
+        if kept >= _MAX_ENTITIES:
             return b""
+        if len(value) > _MAX_ENTITY_VALUE:
+            # A longer value is kept only while all its uses together stay small.
+            expansion += len(value) * body.count(b"&" + name + b";")
+            if expansion > _MAX_EXPANSION:
+                return b""
         kept += 1
         return decl.group(0)
 
@@ -321,11 +330,14 @@ def _from_feedparser(
             result.get("entries") or [], base=url, source=title, language=language, now=now
         )
     )
+    # No entries is fine for a feed (a new or emptied one); it is an error only for a
+    # document that is not recognisably a feed: an HTML page, or neither a known feed
+    # version nor a title (whether or not it was well-formed).
     error = None
-    if not entries and (bozo or not version):
-        if _looks_like_html(content):
-            error = "not a feed: the document is an HTML page"
-        elif bozo_message:
+    if not entries and _looks_like_html(content) and not version:
+        error = "not a feed: the document is an HTML page"
+    elif not entries and not title and (bozo or not version):
+        if bozo_message:
             error = f"not a feed: {bozo_message}"
         else:
             error = "not a feed: no RSS, Atom or RDF document found"
