@@ -20,6 +20,8 @@ import re
 import socket
 from urllib.parse import urlsplit
 
+from tasks.errors import NewswatchError
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 ALLOWED_SCHEMES = frozenset({"http", "https"})
@@ -29,7 +31,7 @@ ALLOWED_SCHEMES = frozenset({"http", "https"})
 ALLOW_SETTING = "NEWSWATCH_ALLOW_PRIVATE_ADDRESSES=1"
 
 
-class FetchError(Exception):
+class FetchError(NewswatchError):
     """Root of the fetch/guard errors (to be re-parented under the project's root).
 
     Carries the URL or host it is about, so a message always names the resource.
