@@ -92,7 +92,9 @@ def get_alert(engine: Engine, alert_id: int) -> dict[str, Any]:
     """One alert by id."""
     with session_scope(engine) as session:
         row = session.execute(
-            select(Alert, Rule.name).join(Rule, Rule.id == Alert.rule_id).where(Alert.id == alert_id)
+            select(Alert, Rule.name)
+            .join(Rule, Rule.id == Alert.rule_id)
+            .where(Alert.id == alert_id)
         ).first()
         if row is None:
             raise NotFound(f"no alert with id {alert_id}")
@@ -123,7 +125,9 @@ class Delivery:
     alerts: tuple[dict[str, Any], ...]
 
 
-def claim_delivery(engine: Engine, alert_id: int, *, now: datetime | None = None) -> Delivery | None:
+def claim_delivery(
+    engine: Engine, alert_id: int, *, now: datetime | None = None
+) -> Delivery | None:
     """Lease a pending immediate alert for sending; None if it is not ours to send."""
     now = now or utcnow()
     with session_scope(engine) as session:
@@ -139,7 +143,13 @@ def claim_delivery(engine: Engine, alert_id: int, *, now: datetime | None = None
             return None
         alert.attempts += 1
         alert.next_attempt_at = now + DELIVERY_LEASE
-        return Delivery((alert_id,), rule.name, tuple(rule.channels), rule.secret, (alert_record(alert, rule.name),))
+        return Delivery(
+            (alert_id,),
+            rule.name,
+            tuple(rule.channels),
+            rule.secret,
+            (alert_record(alert, rule.name),),
+        )
 
 
 def finish_delivery(
@@ -185,7 +195,13 @@ def redeliver(engine: Engine, alert_id: int) -> dict[str, Any]:
     return get_alert(engine, alert_id)
 
 
-def due_alert_ids(engine: Engine, *, now: datetime | None = None, min_age: timedelta = timedelta(0), limit: int = 500) -> list[int]:
+def due_alert_ids(
+    engine: Engine,
+    *,
+    now: datetime | None = None,
+    min_age: timedelta = timedelta(0),
+    limit: int = 500,
+) -> list[int]:
     """Pending immediate alerts that should be (re)sent now: the outbox sweep."""
     now = now or utcnow()
     with session_scope(engine) as session:

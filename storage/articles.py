@@ -58,12 +58,13 @@ def lock_for_ingest(session: Session) -> None:
         session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": INGEST_LOCK_KEY})
 
 
-def find_original(
-    session: Session, fp: Fingerprint, threshold: float
-) -> tuple[int, float] | None:
+def find_original(session: Session, fp: Fingerprint, threshold: float) -> tuple[int, float] | None:
     """The story id this fingerprint duplicates (exact hash first, then LSH), if any."""
     exact = session.scalars(
-        select(Article.story_id).where(Article.text_hash == fp.text_hash).order_by(Article.id).limit(1)
+        select(Article.story_id)
+        .where(Article.text_hash == fp.text_hash)
+        .order_by(Article.id)
+        .limit(1)
     ).first()
     if exact is not None:
         return exact, 1.0
@@ -122,7 +123,12 @@ def ingest(
     if session is None:
         with session_scope(engine) as own:
             return ingest(
-                engine, origin=origin, feed_id=feed_id, items=items, threshold=threshold, session=own
+                engine,
+                origin=origin,
+                feed_id=feed_id,
+                items=items,
+                threshold=threshold,
+                session=own,
             )
     result = IngestResult()
     if not items:
@@ -130,7 +136,9 @@ def ingest(
     lock_for_ingest(session)
     guids = [item.article.guid for item in items]
     seen: set[str] = set(
-        session.scalars(select(Article.guid).where(Article.origin == origin, Article.guid.in_(guids)))  # type: ignore[attr-defined]
+        session.scalars(
+            select(Article.guid).where(Article.origin == origin, Article.guid.in_(guids))
+        )  # type: ignore[attr-defined]
     )
     if feed_id is not None:
         urls = [i.article.canonical_url for i in items if i.article.canonical_url]
@@ -190,7 +198,9 @@ def ingest(
             )
         for tag in item.tags:
             session.add(
-                ArticleTopic(article_id=row.id, slug=tag.slug, score=tag.score, phrases=list(tag.phrases))
+                ArticleTopic(
+                    article_id=row.id, slug=tag.slug, score=tag.score, phrases=list(tag.phrases)
+                )
             )
         (result.duplicates if original else result.stored).append(row.id)
         story_created = _story_created(session, row.story_id) if original else now
@@ -337,9 +347,20 @@ def duplicate_clusters(engine: Engine, *, limit: int = 100) -> list[dict[str, An
             clusters.append(
                 {
                     "story_id": story_id,
-                    "original": {"id": original.id, "title": original.title, "source": original.source, "guid": original.guid},
+                    "original": {
+                        "id": original.id,
+                        "title": original.title,
+                        "source": original.source,
+                        "guid": original.guid,
+                    },
                     "copies": [
-                        {"id": c.id, "title": c.title, "source": c.source, "guid": c.guid, "similarity": c.similarity}
+                        {
+                            "id": c.id,
+                            "title": c.title,
+                            "source": c.source,
+                            "guid": c.guid,
+                            "similarity": c.similarity,
+                        }
                         for c in copies
                     ],
                 }
@@ -351,7 +372,10 @@ def article_count(engine: Engine) -> dict[str, int]:
     """Counts for `newswatch stats`."""
     with session_scope(engine) as session:
         total = session.scalar(select(func.count()).select_from(Article)) or 0
-        dups = session.scalar(
-            select(func.count()).select_from(Article).where(Article.duplicate_of.is_not(None))  # type: ignore[union-attr]
-        ) or 0
+        dups = (
+            session.scalar(
+                select(func.count()).select_from(Article).where(Article.duplicate_of.is_not(None))  # type: ignore[union-attr]
+            )
+            or 0
+        )
         return {"articles": total, "duplicates": dups, "stories": total - dups}

@@ -92,9 +92,8 @@ def dispose_engines() -> None:
 def session_scope(engine: Engine) -> Iterator[Session]:
     """A session in one transaction: committed on success, rolled back on error."""
     try:
-        with Session(engine, expire_on_commit=False) as session:
-            with session.begin():
-                yield session
+        with Session(engine, expire_on_commit=False) as session, session.begin():
+            yield session
     except OperationalError as exc:
         if is_connection_error(exc):
             raise StorageUnavailable(describe_unreachable(engine, exc)) from exc

@@ -54,7 +54,12 @@ def add_rule(
     try:
         with session_scope(engine) as session:
             rule = Rule(
-                name=name, query=query, topics=topics, channels=channels, digest=digest, secret=secret
+                name=name,
+                query=query,
+                topics=topics,
+                channels=channels,
+                digest=digest,
+                secret=secret,
             )
             session.add(rule)
             session.flush()

@@ -31,7 +31,8 @@ def _ids(session: Session, table: str, columns: str, search: str) -> Any:
     expr = " || ' ' || ".join(f"coalesce({c.strip()}, '')" for c in columns.split(","))
     return (
         text(
-            f"SELECT id FROM {table} WHERE to_tsvector('simple', {expr}) @@ to_tsquery('simple', :q)"
+            f"SELECT id FROM {table} "
+            f"WHERE to_tsvector('simple', {expr}) @@ to_tsquery('simple', :q)"
         )
         .bindparams(q=query)
         .columns(column("id", Integer))

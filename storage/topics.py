@@ -34,6 +34,11 @@ def list_topics(engine: Engine) -> list[dict[str, Any]]:
             ).all()
         )
         return [
-            {"slug": t.slug, "name": t.name, "description": t.description, "articles": counts.get(t.slug, 0)}
+            {
+                "slug": t.slug,
+                "name": t.name,
+                "description": t.description,
+                "articles": counts.get(t.slug, 0),
+            }
             for t in session.scalars(select(Topic).order_by(Topic.slug))
         ]

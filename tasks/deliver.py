@@ -21,7 +21,14 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 log = logging.getLogger(__name__)
 
 # Apprise schemes that are plain HTTP(S) requests to a user-given host.
-WEBHOOK_SCHEMES = {"json": "http", "jsons": "https", "xml": "http", "xmls": "https", "form": "http", "forms": "https"}
+WEBHOOK_SCHEMES = {
+    "json": "http",
+    "jsons": "https",
+    "xml": "http",
+    "xmls": "https",
+    "form": "http",
+    "forms": "https",
+}
 
 
 def message_for(alerts: Sequence[dict[str, Any]], rule_name: str) -> tuple[str, str]:

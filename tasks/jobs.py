@@ -27,7 +27,12 @@ log = logging.getLogger(__name__)
 # The database being briefly unreachable or locked is worth retrying; the task stays
 # unacknowledged meanwhile, so nothing is reported done that was not stored.
 RETRYABLE = (StorageUnavailable, OperationalError)
-RETRY = {"autoretry_for": RETRYABLE, "retry_backoff": 2, "retry_backoff_max": 300, "max_retries": 12}
+RETRY = {
+    "autoretry_for": RETRYABLE,
+    "retry_backoff": 2,
+    "retry_backoff_max": 300,
+    "max_retries": 12,
+}
 
 
 @shared_task(name="newswatch.schedule_due_feeds")

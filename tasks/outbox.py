@@ -34,7 +34,9 @@ def deliver(engine: Engine, delivery: Delivery, *, max_attempts: int, allow_priv
     return finish_delivery(engine, delivery.alert_ids, error=error, max_attempts=max_attempts)
 
 
-def deliver_alert_now(engine: Engine, alert_id: int, *, max_attempts: int, allow_private: bool) -> str:
+def deliver_alert_now(
+    engine: Engine, alert_id: int, *, max_attempts: int, allow_private: bool
+) -> str:
     """Send one alert if it is pending and due; returns its status or "skipped"."""
     delivery = claim_delivery(engine, alert_id)
     if delivery is None:
@@ -46,7 +48,9 @@ def deliver_all_due(engine: Engine, *, max_attempts: int, allow_private: bool) -
     """Send every due immediate alert and every due digest, in this process."""
     counts: dict[str, int] = {}
     for alert_id in due_alert_ids(engine):
-        status = deliver_alert_now(engine, alert_id, max_attempts=max_attempts, allow_private=allow_private)
+        status = deliver_alert_now(
+            engine, alert_id, max_attempts=max_attempts, allow_private=allow_private
+        )
         counts[status] = counts.get(status, 0) + 1
     for digest in claim_digests(engine):
         status = deliver(engine, digest, max_attempts=max_attempts, allow_private=allow_private)

@@ -62,7 +62,7 @@ class MatcherCache:
 
 
 def prepare(entries: Iterable[RawEntry], matchers: Matchers) -> list[PreparedArticle]:
-    """Normalize, fingerprint, tag and match each entry; entries that fail are logged and skipped."""
+    """Normalize, fingerprint, tag and match each entry; empty entries are skipped."""
     prepared = []
     for entry in entries:
         article = normalize_entry(entry)
@@ -70,10 +70,10 @@ def prepare(entries: Iterable[RawEntry], matchers: Matchers) -> list[PreparedArt
             log.info("skipping empty entry %s", article.guid)
             continue
         tags = tuple(matchers.tagger.tag(article.title, article.text))
-        matches = tuple(
-            matchers.rules.match(article.title, article.text, [t.slug for t in tags])
+        matches = tuple(matchers.rules.match(article.title, article.text, [t.slug for t in tags]))
+        prepared.append(
+            PreparedArticle(article, fingerprint(article.text or article.title), tags, matches)
         )
-        prepared.append(PreparedArticle(article, fingerprint(article.text or article.title), tags, matches))
     return prepared
 
 

@@ -60,7 +60,9 @@ def download(target: FeedTarget, policy: FetchPolicy, client: httpx.Client | Non
         )
     except Exception as exc:  # a bug must not take the whole poll down
         log.exception("fetching %s failed unexpectedly", target.url)
-        return Download(target, FetchOutcome(status=None, error=f"internal error while fetching: {exc}"))
+        return Download(
+            target, FetchOutcome(status=None, error=f"internal error while fetching: {exc}")
+        )
     if result.error is not None:
         return Download(
             target,
@@ -74,7 +76,8 @@ def download(target: FeedTarget, policy: FetchPolicy, client: httpx.Client | Non
         )
     if result.not_modified:
         return Download(
-            target, FetchOutcome(status=result.status, not_modified=True, new_url=result.permanent_url)
+            target,
+            FetchOutcome(status=result.status, not_modified=True, new_url=result.permanent_url),
         )
     parsed = parse_feed(
         result.content or b"",

@@ -34,7 +34,8 @@ def parse_when(text: str, *, now: datetime | None = None) -> datetime:
         when = datetime.fromisoformat(text.strip())
     except ValueError:
         raise InvalidInput(
-            f"not a date or duration: {text!r} (use e.g. 7d, 24h, 90m, 2025-07-01 or 2025-07-01T12:00)"
+            f"not a date or duration: {text!r} "
+            "(use e.g. 7d, 24h, 90m, 2025-07-01 or 2025-07-01T12:00)"
         ) from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)

@@ -47,8 +47,19 @@ def redis_server() -> Iterator[str]:
     port = free_port()
     workdir = tempfile.mkdtemp(prefix="nw-redis-")
     proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", workdir],
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            workdir,
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -92,15 +103,33 @@ def postgres_server() -> Iterator[str]:
     run = lambda *args: subprocess.run([*prefix, *args], check=True, capture_output=True)  # noqa: E731
     run(str(bindir / "initdb"), "-D", str(datadir), "-U", "newswatch", "--auth=trust", "-E", "UTF8")
     run(
-        str(bindir / "pg_ctl"), "-D", str(datadir), "-l", str(root / "log"), "-w", "-o",
-        f"-p {port} -k {root} -h 127.0.0.1 -c fsync=off -c full_page_writes=off", "start",
+        str(bindir / "pg_ctl"),
+        "-D",
+        str(datadir),
+        "-l",
+        str(root / "log"),
+        "-w",
+        "-o",
+        f"-p {port} -k {root} -h 127.0.0.1 -c fsync=off -c full_page_writes=off",
+        "start",
     )
     try:
-        run(str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "newswatch", "newswatch")
+        run(
+            str(bindir / "createdb"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-U",
+            "newswatch",
+            "newswatch",
+        )
         yield f"postgresql+psycopg://newswatch@127.0.0.1:{port}/newswatch"
     finally:
-        subprocess.run([*prefix, str(bindir / "pg_ctl"), "-D", str(datadir), "-m", "immediate", "stop"],
-                       capture_output=True)
+        subprocess.run(
+            [*prefix, str(bindir / "pg_ctl"), "-D", str(datadir), "-m", "immediate", "stop"],
+            capture_output=True,
+        )
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -142,7 +171,9 @@ def _feed_handler(server_state: FeedServer) -> type[BaseHTTPRequestHandler]:
 
         def _record(self, body: bytes = b"") -> None:
             server_state.requests.append(
-                Recorded(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+                Recorded(
+                    self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body
+                )
             )
 
         def do_GET(self) -> None:

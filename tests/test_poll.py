@@ -22,7 +22,9 @@ def feed_with(*items: tuple[str, str, str]) -> str:
 
 
 def test_poll_stores_alerts_once_and_uses_conditional_get(cli: Any, feeds: FeedServer) -> None:
-    feeds.put("/wire.xml", feed_with(("a1", "Cost-sharing talks resume", STORY), ("a2", "Bakery", OTHER)))
+    feeds.put(
+        "/wire.xml", feed_with(("a1", "Cost-sharing talks resume", STORY), ("a2", "Bakery", OTHER))
+    )
     assert cli("init").code == 0
     assert cli("feeds", "add", feeds.url("/wire.xml")).code == 0
     added = cli("rules", "add", "usfk-costs", "--query", '"cost sharing" AND troops')
@@ -36,8 +38,18 @@ def test_poll_stores_alerts_once_and_uses_conditional_get(cli: Any, feeds: FeedS
     alerts = cli("alerts", "list", "--format", "json").json()
     assert len(alerts) == 1
     alert = alerts[0]
-    for key in ("id", "rule", "article_id", "title", "url", "topics", "matched", "snippet",
-                "created_at", "delivered_at"):
+    for key in (
+        "id",
+        "rule",
+        "article_id",
+        "title",
+        "url",
+        "topics",
+        "matched",
+        "snippet",
+        "created_at",
+        "delivered_at",
+    ):
         assert key in alert
     assert alert["rule"] == "usfk-costs"
     assert alert["title"] == "Cost-sharing talks resume"
@@ -55,7 +67,11 @@ def test_poll_stores_alerts_once_and_uses_conditional_get(cli: Any, feeds: FeedS
     feeds.put(
         "/wire.xml",
         feed_with(
-            ("a3", "Troop cost sharing deal near", "Officials say a cost sharing deal for US troops in Korea is near, after months of talks on the burden."),
+            (
+                "a3",
+                "Troop cost sharing deal near",
+                "Officials say a cost sharing deal for US troops in Korea is near, after months of talks on the burden.",
+            ),
             ("a1", "Cost-sharing talks resume", STORY),
             ("a2", "Bakery", OTHER),
         ),
@@ -63,18 +79,38 @@ def test_poll_stores_alerts_once_and_uses_conditional_get(cli: Any, feeds: FeedS
     third = cli("poll", "--feed", feeds.url("/wire.xml"), "--format", "json")
     assert third.json()[0]["stored"] == 1
     alerts = cli("alerts", "list", "--format", "json").json()
-    assert [a["title"] for a in alerts] == ["Troop cost sharing deal near", "Cost-sharing talks resume"]
+    assert [a["title"] for a in alerts] == [
+        "Troop cost sharing deal near",
+        "Cost-sharing talks resume",
+    ]
 
     feed = cli("feeds", "list", "--format", "json").json()[0]
-    for key in ("id", "url", "title", "active", "last_status", "last_error", "error_count",
-                "last_polled_at", "next_poll_at"):
+    for key in (
+        "id",
+        "url",
+        "title",
+        "active",
+        "last_status",
+        "last_error",
+        "error_count",
+        "last_polled_at",
+        "next_poll_at",
+    ):
         assert key in feed
     assert feed["title"] == "Test Wire" and feed["last_status"] == 200 and feed["error_count"] == 0
 
 
-def test_syndicated_copy_from_another_feed_does_not_alert_twice(cli: Any, feeds: FeedServer) -> None:
+def test_syndicated_copy_from_another_feed_does_not_alert_twice(
+    cli: Any, feeds: FeedServer
+) -> None:
     feeds.put("/a.xml", feed_with(("x1", "Talks on troop costs", STORY + " " + LATER)))
-    copy = "<p>READ ALSO: Markets rally</p><p>" + STORY + "</p><p>" + LATER.replace("Friday", "Friday morning") + "</p>"
+    copy = (
+        "<p>READ ALSO: Markets rally</p><p>"
+        + STORY
+        + "</p><p>"
+        + LATER.replace("Friday", "Friday morning")
+        + "</p>"
+    )
     feeds.put("/b.xml", feed_with(("y9", "Allies discuss troop costs", copy)))
     cli("init")
     cli("feeds", "add", feeds.url("/a.xml"))
@@ -83,7 +119,10 @@ def test_syndicated_copy_from_another_feed_does_not_alert_twice(cli: Any, feeds:
     assert cli("poll").code == 0
     articles = cli("articles", "list", "--format", "json").json()
     by_guid = {a["guid"].rsplit("/", 1)[-1]: a for a in articles}
-    assert by_guid["y9"]["duplicate_of"] == by_guid["x1"]["id"] or by_guid["x1"]["duplicate_of"] == by_guid["y9"]["id"]
+    assert (
+        by_guid["y9"]["duplicate_of"] == by_guid["x1"]["id"]
+        or by_guid["x1"]["duplicate_of"] == by_guid["y9"]["id"]
+    )
     assert len(cli("alerts", "list", "--format", "json").json()) == 1
 
 
@@ -96,5 +135,9 @@ def test_feed_errors_are_recorded_not_raised(cli: Any, feeds: FeedServer) -> Non
     assert result.code == 0, result.err
     listed = {f["url"]: f for f in cli("feeds", "list", "--format", "json").json()}
     broken = listed[feeds.url("/missing.xml")]
-    assert broken["last_status"] == 404 and broken["error_count"] == 1 and "404" in broken["last_error"]
+    assert (
+        broken["last_status"] == 404
+        and broken["error_count"] == 1
+        and "404" in broken["last_error"]
+    )
     assert listed[feeds.url("/good.xml")]["error_count"] == 0

@@ -32,7 +32,8 @@ STORY = (
     "officials said, adding that the gap between the two sides remained wide.</p>"
 )
 COPY = (
-    "<p>READ ALSO: Stocks slide in Asia</p>" + STORY.replace("Tuesday", "Tuesday morning")
+    "<p>READ ALSO: Stocks slide in Asia</p>"
+    + STORY.replace("Tuesday", "Tuesday morning")
     + "<p>Disclaimer: This post has been auto-published from an agency feed.</p>"
 )
 
@@ -40,9 +41,15 @@ COPY = (
 def ingest(store: Any, origin: str, *entries: tuple[str, str, str]) -> Any:
     settings, engine = store
     runtime = get_runtime(settings)
-    raw = [RawEntry(guid=g, url=f"https://news.example/{g}", title=t, content=c) for g, t, c in entries]
+    raw = [
+        RawEntry(guid=g, url=f"https://news.example/{g}", title=t, content=c) for g, t, c in entries
+    ]
     return process_entries(
-        engine, runtime.matchers.get(engine), raw, origin=origin, feed_id=None,
+        engine,
+        runtime.matchers.get(engine),
+        raw,
+        origin=origin,
+        feed_id=None,
         threshold=settings.near_duplicate_threshold,
     )
 
@@ -53,13 +60,19 @@ def test_init_is_idempotent_and_links_only_the_syndicated_seed_pair(store: Any) 
     assert again["stored"] == 0 and again["duplicates"] == 0 and again["skipped"] == 5
     articles = {a["guid"]: a for a in list_articles(engine)}
     assert sorted(articles) == sorted(
-        f"seeds/{name}" for name in (
-            "000_e5c05f6d49f3312a.txt", "001_15245b5447730f35.txt", "002_3dab73a8f7022311.txt",
-            "003_a9ab1902cf3b1920.txt", "004_a4c9f0348441b866.txt",
+        f"seeds/{name}"
+        for name in (
+            "000_e5c05f6d49f3312a.txt",
+            "001_15245b5447730f35.txt",
+            "002_3dab73a8f7022311.txt",
+            "003_a9ab1902cf3b1920.txt",
+            "004_a4c9f0348441b866.txt",
         )
     )
     linked = {guid: a["duplicate_of"] for guid, a in articles.items() if a["duplicate_of"]}
-    assert linked == {"seeds/002_3dab73a8f7022311.txt": articles["seeds/001_15245b5447730f35.txt"]["id"]}
+    assert linked == {
+        "seeds/002_3dab73a8f7022311.txt": articles["seeds/001_15245b5447730f35.txt"]["id"]
+    }
     [cluster] = duplicate_clusters(engine)
     assert cluster["original"]["guid"].startswith("seeds/001")
 
@@ -68,7 +81,12 @@ def test_seed_topics(store: Any) -> None:
     _, engine = store
     topics = {a["guid"][6:9]: set(a["topics"]) for a in list_articles(engine)}
     assert {k for k, t in topics.items() if "troop-cost-sharing" in t} == {"000", "003", "004"}
-    assert {k for k, t in topics.items() if "trilateral-drills" in t} == {"000", "001", "002", "003"}
+    assert {k for k, t in topics.items() if "trilateral-drills" in t} == {
+        "000",
+        "001",
+        "002",
+        "003",
+    }
 
 
 def test_one_alert_per_rule_and_story_across_copies(store: Any) -> None:
@@ -107,12 +125,20 @@ def test_rule_older_than_the_story_does_not_alert_on_copies(store: Any) -> None:
 
 
 def test_different_story_is_not_a_duplicate(store: Any) -> None:
-    _, engine = store
+    _, _engine = store
     ingest(store, "feed:a", ("a1", "Cost-sharing talks resume", STORY))
-    other = ingest(store, "feed:b", ("z1", "Drills", (
-        "<p>South Korea and the United States will hold their annual Freedom Shield exercise next "
-        "month with an expanded field training program, the Joint Chiefs of Staff said Thursday.</p>"
-    )))
+    other = ingest(
+        store,
+        "feed:b",
+        (
+            "z1",
+            "Drills",
+            (
+                "<p>South Korea and the United States will hold their annual Freedom Shield exercise next "
+                "month with an expanded field training program, the Joint Chiefs of Staff said Thursday.</p>"
+            ),
+        ),
+    )
     assert len(other.stored) == 1 and other.duplicates == []
 
 
@@ -154,17 +180,27 @@ def test_fetch_outcomes_back_off_and_recover(store: Any) -> None:
     now = utcnow()
     for n in (1, 2, 3):
         with session_scope(engine) as s:
-            record_fetch(s, feed["id"], FetchOutcome(status=500, error="HTTP 500"), max_backoff=3600, now=now)
+            record_fetch(
+                s, feed["id"], FetchOutcome(status=500, error="HTTP 500"), max_backoff=3600, now=now
+            )
         state = list_feeds(engine)[0]
         assert state["error_count"] == n and state["last_error"] == "HTTP 500"
         delay = (state["next_poll_at"] - now).total_seconds()
         assert 60 * 2 ** (n - 1) * 0.79 <= delay <= 60 * 2 ** (n - 1) * 1.21
     with session_scope(engine) as s:
-        record_fetch(s, feed["id"], FetchOutcome(status=200, etag='"v2"'), max_backoff=3600, now=now)
+        record_fetch(
+            s, feed["id"], FetchOutcome(status=200, etag='"v2"'), max_backoff=3600, now=now
+        )
     state = list_feeds(engine)[0]
     assert state["error_count"] == 0 and state["last_error"] is None and state["active"] is True
     with session_scope(engine) as s:
-        record_fetch(s, feed["id"], FetchOutcome(status=410, error="gone", gone=True), max_backoff=3600, now=now)
+        record_fetch(
+            s,
+            feed["id"],
+            FetchOutcome(status=410, error="gone", gone=True),
+            max_backoff=3600,
+            now=now,
+        )
     assert list_feeds(engine)[0]["active"] is False
 
 

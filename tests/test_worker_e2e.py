@@ -69,16 +69,34 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str, log: Pa
 
 
 def scenario(cli: Any, feeds: FeedServer, tmp_path: Path, extra_env: dict[str, str]) -> None:
-    feeds.put("/korea.xml", rss([
-        {"guid": "t1", "title": "Cost-sharing talks resume", "description": f"<p>{TALKS}</p>"},
-        {"guid": "d1", "title": "Trilateral drills begin", "description": f"<p>{DRILLS}</p>"},
-    ]))
+    feeds.put(
+        "/korea.xml",
+        rss(
+            [
+                {
+                    "guid": "t1",
+                    "title": "Cost-sharing talks resume",
+                    "description": f"<p>{TALKS}</p>",
+                },
+                {
+                    "guid": "d1",
+                    "title": "Trilateral drills begin",
+                    "description": f"<p>{DRILLS}</p>",
+                },
+            ]
+        ),
+    )
     assert cli("init").code == 0
     assert cli("feeds", "add", feeds.url("/korea.xml"), "--interval", "2s").code == 0
     assert cli("rules", "add", "costs", "--query", '"cost sharing" AND (troops OR USFK)').code == 0
 
-    env = {**os.environ, **{k: v for k, v in os.environ.items() if k.startswith("NEWSWATCH_")},
-           **extra_env, "NEWSWATCH_SCHEDULE_TICK_SECONDS": "1", "PYTHONUNBUFFERED": "1"}
+    env = {
+        **os.environ,
+        **{k: v for k, v in os.environ.items() if k.startswith("NEWSWATCH_")},
+        **extra_env,
+        "NEWSWATCH_SCHEDULE_TICK_SECONDS": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
     log = tmp_path / "worker.log"
 
     def alerts() -> list[dict[str, Any]]:
@@ -88,23 +106,44 @@ def scenario(cli: Any, feeds: FeedServer, tmp_path: Path, extra_env: dict[str, s
 
     with newswatch_run(env, log):
         wait_until(lambda: len(alerts()) >= 1, 90, "the first alert", log)
-        feeds.put("/korea.xml", rss([
-            {"guid": "t2", "title": "Seoul agrees new cost-sharing deal", "description": f"<p>{DEAL}</p>"},
-            {"guid": "t1", "title": "Cost-sharing talks resume", "description": f"<p>{TALKS}</p>"},
-            {"guid": "d1", "title": "Trilateral drills begin", "description": f"<p>{DRILLS}</p>"},
-        ]))
+        feeds.put(
+            "/korea.xml",
+            rss(
+                [
+                    {
+                        "guid": "t2",
+                        "title": "Seoul agrees new cost-sharing deal",
+                        "description": f"<p>{DEAL}</p>",
+                    },
+                    {
+                        "guid": "t1",
+                        "title": "Cost-sharing talks resume",
+                        "description": f"<p>{TALKS}</p>",
+                    },
+                    {
+                        "guid": "d1",
+                        "title": "Trilateral drills begin",
+                        "description": f"<p>{DRILLS}</p>",
+                    },
+                ]
+            ),
+        )
         wait_until(lambda: len(alerts()) >= 2, 90, "the second alert", log)
         # Several more polls happen meanwhile (2 s interval); none may add an alert.
         time.sleep(6)
         final = alerts()
         conditional = [r for r in feeds.requests_to("/korea.xml") if r.headers.get("if-none-match")]
-    assert [a["title"] for a in final] == ["Seoul agrees new cost-sharing deal", "Cost-sharing talks resume"]
+    assert [a["title"] for a in final] == [
+        "Seoul agrees new cost-sharing deal",
+        "Cost-sharing talks resume",
+    ]
     assert conditional, "later polls must be conditional GETs"
     assert "Traceback" not in log.read_text(errors="replace")
 
 
-def test_run_on_redis_broker(cli: Any, feeds: FeedServer, tmp_path: Path, redis_url: str,
-                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_run_on_redis_broker(
+    cli: Any, feeds: FeedServer, tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("NEWSWATCH_BROKER_URL", redis_url)
     scenario(cli, feeds, tmp_path, {"NEWSWATCH_BROKER_URL": redis_url})
 

@@ -36,7 +36,9 @@ def read_text(path: Path) -> str:
 def seed_entries(seeds_dir: Path) -> list[RawEntry]:
     """The seed articles as raw entries with guid `seeds/<file name>`."""
     return [
-        RawEntry(guid=f"seeds/{p.name}", url=None, title=None, content=read_text(p), content_type="text")
+        RawEntry(
+            guid=f"seeds/{p.name}", url=None, title=None, content=read_text(p), content_type="text"
+        )
         for p in sorted(seeds_dir.glob("*.txt"))
     ]
 
@@ -91,7 +93,15 @@ def entries_from_file(path: Path) -> list[RawEntry]:
         return list(parsed.entries)
     text = read_text(path)
     if suffix in HTML_SUFFIXES:
-        return [RawEntry(guid=guid, url=None, title=None, content=html_to_text(text, full_page=True), content_type="text")]
+        return [
+            RawEntry(
+                guid=guid,
+                url=None,
+                title=None,
+                content=html_to_text(text, full_page=True),
+                content_type="text",
+            )
+        ]
     return [RawEntry(guid=guid, url=None, title=None, content=text, content_type="text")]
 
 
@@ -118,7 +128,9 @@ def ingest_files(settings: Settings, engine: Engine, paths: list[Path]) -> Inges
     report.stored, report.duplicates = len(result.stored), len(result.duplicates)
     report.skipped, report.alerts = result.skipped, len(result.alerts)
     deliver_all_due(
-        engine, max_attempts=settings.delivery_max_attempts, allow_private=settings.allow_private_addresses
+        engine,
+        max_attempts=settings.delivery_max_attempts,
+        allow_private=settings.allow_private_addresses,
     )
     return report
 
@@ -143,6 +155,8 @@ def poll_now(
         max_backoff=settings.max_backoff_seconds,
     )
     delivered = deliver_all_due(
-        engine, max_attempts=settings.delivery_max_attempts, allow_private=settings.allow_private_addresses
+        engine,
+        max_attempts=settings.delivery_max_attempts,
+        allow_private=settings.allow_private_addresses,
     )
     return reports, delivered

@@ -178,7 +178,16 @@ def feeds_list(fmt: FormatOption = OutputFormat.table) -> None:
     render(
         list_feeds(_engine()),
         fmt,
-        ["id", "url", "title", "active", "last_status", "error_count", "last_error", "next_poll_at"],
+        [
+            "id",
+            "url",
+            "title",
+            "active",
+            "last_status",
+            "error_count",
+            "last_error",
+            "next_poll_at",
+        ],
         widths={"url": 50, "title": 30, "last_error": 60},
     )
 
@@ -229,9 +238,13 @@ def poll(
         }
         for r in reports
     ]
-    render(records, fmt, list(records[0]) if records else ["feed_id"], widths={"url": 50, "error": 60})
+    render(
+        records, fmt, list(records[0]) if records else ["feed_id"], widths={"url": 50, "error": 60}
+    )
     if fmt is OutputFormat.table:
-        summary = ", ".join(f"{k} {v}" for k, v in sorted(delivered.items())) or "nothing to deliver"
+        summary = (
+            ", ".join(f"{k} {v}" for k, v in sorted(delivered.items())) or "nothing to deliver"
+        )
         typer.echo(f"polled {len(records)} feeds; deliveries: {summary}", err=True)
 
 
@@ -241,11 +254,19 @@ def poll(
 @rules_app.command("add")
 def rules_add(
     name: str,
-    query: Annotated[str, typer.Option("--query", "-q", help='e.g. \'"cost sharing" AND (USFK OR "US troops")\'')],
-    topic: Annotated[list[str] | None, typer.Option("--topic", help="Only articles with this topic slug.")] = None,
-    notify: Annotated[list[str] | None, typer.Option("--notify", help="Apprise URL (repeatable).")] = None,
+    query: Annotated[
+        str, typer.Option("--query", "-q", help='e.g. \'"cost sharing" AND (USFK OR "US troops")\'')
+    ],
+    topic: Annotated[
+        list[str] | None, typer.Option("--topic", help="Only articles with this topic slug.")
+    ] = None,
+    notify: Annotated[
+        list[str] | None, typer.Option("--notify", help="Apprise URL (repeatable).")
+    ] = None,
     digest: Annotated[str, typer.Option(help="immediate, hourly or daily.")] = "immediate",
-    secret: Annotated[str | None, typer.Option(help="Sign webhook deliveries with this secret.")] = None,
+    secret: Annotated[
+        str | None, typer.Option(help="Sign webhook deliveries with this secret.")
+    ] = None,
 ) -> None:
     """Add a keyword rule; a malformed query is refused with the place it goes wrong."""
     from storage.rules import add_rule
@@ -288,7 +309,12 @@ def rules_list(fmt: FormatOption = OutputFormat.table) -> None:
     """List rules."""
     from storage.rules import list_rules
 
-    render(list_rules(_engine()), fmt, ["id", "name", "query", "topics", "digest", "channels"], widths={"query": 60})
+    render(
+        list_rules(_engine()),
+        fmt,
+        ["id", "name", "query", "topics", "digest", "channels"],
+        widths={"query": 60},
+    )
 
 
 @rules_app.command("remove")
@@ -304,7 +330,9 @@ def rules_remove(name: Annotated[str, typer.Argument(help="Rule name or id.")]) 
 def rules_test(
     query: Annotated[str, typer.Argument(help="A query expression.")],
     text: Annotated[str | None, typer.Option(help="Text to test against.")] = None,
-    article: Annotated[int | None, typer.Option(help="A stored article id to test against.")] = None,
+    article: Annotated[
+        int | None, typer.Option(help="A stored article id to test against.")
+    ] = None,
 ) -> None:
     """Say whether a query matches a text or a stored article, and which terms fired."""
     from tasks.query import QuerySyntaxError, parse_query
@@ -339,7 +367,9 @@ def alerts_list(
     topic: Annotated[str | None, typer.Option(help="Topic slug.")] = None,
     since: Annotated[str | None, typer.Option(help="7d, 24h, 90m or a date.")] = None,
     until: Annotated[str | None, typer.Option(help="7d, 24h, 90m or a date.")] = None,
-    search: Annotated[str | None, typer.Option(help="Full-text search in title and snippet.")] = None,
+    search: Annotated[
+        str | None, typer.Option(help="Full-text search in title and snippet.")
+    ] = None,
     delivered: Annotated[
         bool | None, typer.Option("--delivered/--undelivered", help="Only (un)delivered alerts.")
     ] = None,
@@ -408,7 +438,9 @@ def alerts_tail(
     follow: Annotated[bool, typer.Option("--follow", help="Keep printing new alerts.")] = False,
     limit: Annotated[int, typer.Option(min=1)] = 10,
     interval: Annotated[float, typer.Option(help="Seconds between checks.")] = 1.0,
-    fmt: Annotated[str, typer.Option("--format", "-f", help="text or json (one object per line).")] = "text",
+    fmt: Annotated[
+        str, typer.Option("--format", "-f", help="text or json (one object per line).")
+    ] = "text",
 ) -> None:
     """Print the latest alerts, then (with --follow) each new one as it is stored."""
     from storage.alerts import AlertFilter, list_alerts
@@ -432,10 +464,16 @@ def _print_alert_line(record: dict[str, Any], fmt: str) -> None:
     from tasks.textsafe import strip_terminal_controls
 
     if fmt == "json":
-        typer.echo(json.dumps({k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in record.items()}))
+        typer.echo(
+            json.dumps(
+                {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in record.items()}
+            )
+        )
     else:
         when = record["created_at"].strftime("%Y-%m-%d %H:%M:%S")
-        line = f"{when}  #{record['id']}  [{record['rule']}]  {record['title']}  {record['url'] or ''}"
+        line = (
+            f"{when}  #{record['id']}  [{record['rule']}]  {record['title']}  {record['url'] or ''}"
+        )
         typer.echo(strip_terminal_controls(line))
     sys.stdout.flush()
 
@@ -499,12 +537,30 @@ def articles_duplicates(
         return
     rows = []
     for c in clusters:
-        rows.append({"story": c["story_id"], "role": "original", "id": c["original"]["id"],
-                     "source": c["original"]["source"], "title": c["original"]["title"], "similarity": None})
+        rows.append(
+            {
+                "story": c["story_id"],
+                "role": "original",
+                "id": c["original"]["id"],
+                "source": c["original"]["source"],
+                "title": c["original"]["title"],
+                "similarity": None,
+            }
+        )
         for copy in c["copies"]:
-            rows.append({"story": c["story_id"], "role": "copy", "id": copy["id"], "source": copy["source"],
-                         "title": copy["title"], "similarity": round(copy["similarity"] or 0, 2)})
-    render(rows, fmt, ["story", "role", "id", "source", "title", "similarity"], widths={"title": 60})
+            rows.append(
+                {
+                    "story": c["story_id"],
+                    "role": "copy",
+                    "id": copy["id"],
+                    "source": copy["source"],
+                    "title": copy["title"],
+                    "similarity": round(copy["similarity"] or 0, 2),
+                }
+            )
+    render(
+        rows, fmt, ["story", "role", "id", "source", "title", "similarity"], widths={"title": 60}
+    )
 
 
 # --------------------------------------------------------------------------- topics
@@ -515,7 +571,12 @@ def topics_list(fmt: FormatOption = OutputFormat.table) -> None:
     """List topics and how many articles carry each."""
     from storage.topics import list_topics
 
-    render(list_topics(_engine()), fmt, ["slug", "name", "articles", "description"], widths={"description": 60})
+    render(
+        list_topics(_engine()),
+        fmt,
+        ["slug", "name", "articles", "description"],
+        widths={"description": 60},
+    )
 
 
 @topics_app.command("explain")
@@ -523,7 +584,12 @@ def topics_explain(article_id: int, fmt: FormatOption = OutputFormat.table) -> N
     """Show why an article carries its topics: score and the phrases that fired."""
     from storage.articles import article_tags
 
-    render(article_tags(_engine(), article_id), fmt, ["slug", "score", "phrases"], widths={"phrases": 80})
+    render(
+        article_tags(_engine(), article_id),
+        fmt,
+        ["slug", "score", "phrases"],
+        widths={"phrases": 80},
+    )
 
 
 # --------------------------------------------------------------------------- worker
@@ -607,7 +673,11 @@ def main(argv: list[str] | None = None) -> None:
     except (typer.TyperException, click.ClickException) as exc:
         # Typer may vendor its own click: both exception families are handled alike.
         ctx = getattr(exc, "ctx", None)
-        hint = f" (see `{ctx.command_path} --help`)" if ctx is not None and "Usage" not in exc.format_message() else ""
+        hint = (
+            f" (see `{ctx.command_path} --help`)"
+            if ctx is not None and "Usage" not in exc.format_message()
+            else ""
+        )
         click.echo(f"newswatch: {exc.format_message().strip()}{hint}", err=True)
         sys.exit(getattr(exc, "exit_code", 2) or 2)
     except (typer.Abort, click.Abort):
@@ -630,7 +700,11 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:
         if os.environ.get("NEWSWATCH_DEBUG"):
             raise
-        click.echo(f"newswatch: internal error: {type(exc).__name__}: {exc} (set NEWSWATCH_DEBUG=1 for details)", err=True)
+        click.echo(
+            f"newswatch: internal error: {type(exc).__name__}: {exc} "
+            "(set NEWSWATCH_DEBUG=1 for details)",
+            err=True,
+        )
         sys.exit(70)
 
 

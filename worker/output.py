@@ -8,7 +8,7 @@ import json
 import sys
 from collections.abc import Sequence
 from datetime import datetime
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from rich.console import Console
@@ -18,7 +18,7 @@ from rich.text import Text
 from tasks.textsafe import strip_terminal_controls
 
 
-class OutputFormat(str, Enum):
+class OutputFormat(StrEnum):
     """The formats every listing command offers."""
 
     table = "table"
@@ -58,7 +58,9 @@ def render(
 ) -> None:
     """Print records: table shows `columns`; json and csv carry every field."""
     if fmt is OutputFormat.json:
-        sys.stdout.write(json.dumps([_plain(r) for r in records], ensure_ascii=False, indent=2) + "\n")
+        sys.stdout.write(
+            json.dumps([_plain(r) for r in records], ensure_ascii=False, indent=2) + "\n"
+        )
         return
     if fmt is OutputFormat.csv:
         fields = list(records[0].keys()) if records else list(columns)
@@ -97,6 +99,6 @@ def render_one(record: dict[str, Any], fmt: OutputFormat) -> None:
         if key == "text":
             continue
         console.print(Text(f"{key}: ", style="bold") + Text(_cell(value)))
-    if "text" in record and record["text"]:
+    if record.get("text"):
         console.print()
         console.print(Text(strip_terminal_controls(record["text"])))
