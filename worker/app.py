@@ -26,7 +26,14 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # Embedded broker: messages are files in the data dir, no server needed.
         folder = settings.broker_dir / "messages"
         folder.mkdir(parents=True, exist_ok=True)
-        transport_options = {"data_folder_in": str(folder), "data_folder_out": str(folder)}
+        control = settings.broker_dir / "control"
+        control.mkdir(parents=True, exist_ok=True)
+        transport_options = {
+            "data_folder_in": str(folder),
+            "data_folder_out": str(folder),
+            # Exchange bindings; kombu's default is ./control in the working directory.
+            "control_folder": str(control),
+        }
     elif broker_url.startswith(("redis", "rediss")):
         # Must exceed the longest task: an unacked task is redelivered after this.
         transport_options = {"visibility_timeout": TASK_TIME_LIMIT * 3}
