@@ -18,6 +18,7 @@ that repeat the start of a later paragraph.
 from __future__ import annotations
 
 import hashlib
+import html as htmllib
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -64,6 +65,8 @@ _INLINE_SPACE_RE = re.compile(r"[^\S\n]+")
 _WHITESPACE_RE = re.compile(r"\s+")
 _BLANK_LINES_RE = re.compile(r"\n\s*\n")
 _WORD_RE = re.compile(r"\w+")
+# Without a tag, a feed's "HTML" field is plain text (perhaps with entities).
+_HAS_TAG_RE = re.compile(r"<[a-zA-Z!/?]")
 
 # --- boilerplate rules (data) ---------------------------------------------------------
 
@@ -314,6 +317,10 @@ def html_to_text(html: str, *, url: str | None = None, full_page: bool = False) 
         text = _trafilatura_text(html, url)
         if text:
             return text
+    elif not _HAS_TAG_RE.search(html):
+        # Many feeds put plain text in their "HTML" fields: keep its line structure
+        # (an HTML parser would fold every newline into one space).
+        return htmllib.unescape(html)
     try:
         return _snippet_text(html)
     except Exception:  # lxml raises several unrelated types on hostile input

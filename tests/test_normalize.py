@@ -740,3 +740,15 @@ def test_syndicated_seed_pair_is_near_duplicate_and_others_are_not() -> None:
     for a, b in combinations(sorted(texts), 2):
         if {a, b} != {"001", "002"}:
             assert _jaccard(texts[a], texts[b]) < 0.1, (a, b)
+
+
+def test_plain_text_in_an_html_field_keeps_its_paragraphs() -> None:
+    raw = RawEntry(
+        guid="p1",
+        url="https://news.example/p1",
+        title="Talks",
+        content="READ ALSO: Markets rally\n\nWashington and Seoul resumed talks &amp; more.\n\nA second paragraph.",
+        content_type="html",
+    )
+    article = normalize_entry(raw)
+    assert article.text == "Washington and Seoul resumed talks & more.\n\nA second paragraph."
