@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import IntegrityError
+from sqlmodel import col
 
 from storage.engine import session_scope
 from storage.models import Rule
@@ -71,11 +72,11 @@ def add_rule(
 def list_rules(engine: Engine) -> list[dict[str, Any]]:
     """All rules, oldest first."""
     with session_scope(engine) as session:
-        return [rule_record(r) for r in session.scalars(select(Rule).order_by(Rule.id))]
+        return [rule_record(r) for r in session.scalars(select(Rule).order_by(col(Rule.id)))]
 
 
 def _lookup(session: Any, name_or_id: str) -> Rule:
-    rule = session.scalars(select(Rule).where(Rule.name == name_or_id)).first()
+    rule = session.scalars(select(Rule).where(col(Rule.name) == name_or_id)).first()
     if rule is None and name_or_id.isdigit():
         rule = session.get(Rule, int(name_or_id))
     if rule is None:
@@ -101,12 +102,12 @@ def remove_rule(engine: Engine, name_or_id: str) -> dict[str, Any]:
 def active_rules(engine: Engine) -> list[ActiveRule]:
     """The rules the matcher must evaluate."""
     with session_scope(engine) as session:
-        rows = session.scalars(select(Rule).where(Rule.active).order_by(Rule.id))
+        rows = session.scalars(select(Rule).where(col(Rule.active)).order_by(col(Rule.id)))
         return [ActiveRule(r.id or 0, r.query, frozenset(r.topics)) for r in rows]
 
 
 def rules_version(engine: Engine) -> tuple[int, int]:
     """A cheap token that changes when rules are added or removed (cache key)."""
     with session_scope(engine) as session:
-        row = session.execute(select(func.count(), func.coalesce(func.max(Rule.id), 0))).one()
-        return int(row[0]), int(row[1])
+        row = session.execute(select(func.count(), func.coalesce(func.max(col(Rule.id)), 0))).one()
+        return int(row[0]), int(row[1] or 0)

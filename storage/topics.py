@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import Engine, func, select
+from sqlmodel import col
 
 from storage.engine import session_scope
 from storage.models import ArticleTopic, Topic
@@ -28,11 +29,12 @@ def sync_topics(engine: Engine, topics: list[tuple[str, str, str]]) -> int:
 def list_topics(engine: Engine) -> list[dict[str, Any]]:
     """Every topic with the number of articles tagged with it."""
     with session_scope(engine) as session:
-        counts = dict(
-            session.execute(
-                select(ArticleTopic.slug, func.count()).group_by(ArticleTopic.slug)
+        counts: dict[str, int] = {
+            str(slug): int(n)
+            for slug, n in session.execute(
+                select(col(ArticleTopic.slug), func.count()).group_by(col(ArticleTopic.slug))
             ).all()
-        )
+        }
         return [
             {
                 "slug": t.slug,
