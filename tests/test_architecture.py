@@ -1,0 +1,52 @@
+"""Dependencies point one way: the pure pipeline steps import no Celery, HTTP or database."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PURE = [
+    "tasks.models",
+    "tasks.normalize",
+    "tasks.fingerprint",
+    "tasks.query",
+    "tasks.rules",
+    "tasks.topics",
+    "tasks.timeparse",
+    "tasks.textsafe",
+    "tasks.errors",
+]
+FORBIDDEN = ["celery", "kombu", "httpx", "httpcore", "sqlmodel", "sqlalchemy", "redis", "apprise"]
+# datasketch imports the redis client for its optional storage backend; nothing here uses it.
+ALLOWED = {"tasks.fingerprint": {"redis"}}
+
+
+def imported_after(code: str) -> dict[str, object]:
+    probe = f"import sys, json\n{code}\nprint(json.dumps(sorted(sys.modules)))"
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, check=True
+    ).stdout
+    return {name: True for name in json.loads(out.splitlines()[-1])}
+
+
+@pytest.mark.parametrize("module", PURE)
+def test_pure_module_imports_no_io_library(module: str) -> None:
+    loaded = imported_after(f"import {module}")
+    allowed = ALLOWED.get(module, set())
+    assert [m for m in FORBIDDEN if m in loaded and m not in allowed] == []
+
+
+def test_importing_the_app_and_cli_opens_nothing_and_reads_no_settings() -> None:
+    code = (
+        "import worker.app, worker.cli, tasks.jobs\n"
+        "from worker.settings import get_settings\n"
+        "from storage import engine\n"
+        "assert get_settings.cache_info().currsize == 0, 'settings read at import'\n"
+        "assert engine._engines == {}, 'engine created at import'\n"
+    )
+    imported_after(code)
