@@ -198,3 +198,29 @@ def test_console_script_runs_without_traceback(tmp_path: Path) -> None:
 
 def test_typer_app_is_importable_without_side_effects() -> None:
     assert isinstance(app, typer.Typer)
+
+
+def test_users_own_topics_file(cli: Any, tmp_path: Path) -> None:
+    topics = tmp_path / "mine.toml"
+    topics.write_text(
+        '[[topic]]\nslug = "kimchi-trade"\nname = "Kimchi trade"\ndescription = "Exports of kimchi"\n'
+        'threshold = 1.0\n[topic.phrases]\n"kimchi" = 1\n"fermented cabbage" = 1\n'
+    )
+    assert cli("--topics-file", str(topics), "init").code == 0
+    slugs = [
+        t["slug"]
+        for t in cli("--topics-file", str(topics), "topics", "list", "--format", "json").json()
+    ]
+    assert "kimchi-trade" in slugs
+    page = tmp_path / "k.txt"
+    page.write_text(
+        "Kimchi exports hit a record\n\nSouth Korea's kimchi exports hit a record high as demand for fermented cabbage grew in Europe.\n"
+    )
+    assert cli("--topics-file", str(topics), "ingest", str(page)).code == 0
+    [article] = [
+        a for a in cli("articles", "list", "--format", "json").json() if a["guid"].endswith("k.txt")
+    ]
+    assert article["topics"] == ["kimchi-trade"]
+    assert "not found" in one_line_error(
+        cli("--topics-file", str(tmp_path / "nope.toml"), "topics", "list")
+    )

@@ -43,14 +43,24 @@ def seed_entries(seeds_dir: Path) -> list[RawEntry]:
     ]
 
 
-def initialize(settings: Settings, engine: Engine) -> dict[str, int]:
-    """Migrate the schema, load topics, run the seeds through the pipeline (idempotent)."""
-    upgrade(engine)
+def sync_topics_file(settings: Settings, engine: Engine) -> int:
+    """Load the topics file in use and record its topics in the store; returns their number."""
     try:
         topics = load_topics(settings.topics_path())
     except TopicsFileError as exc:
         raise ConfigError(str(exc)) from exc
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read topics file {settings.topics_path()}: {exc.strerror}"
+        ) from exc
     sync_topics(engine, [(t.slug, t.name, t.description) for t in topics])
+    return len(topics)
+
+
+def initialize(settings: Settings, engine: Engine) -> dict[str, int]:
+    """Migrate the schema, load topics, run the seeds through the pipeline (idempotent)."""
+    upgrade(engine)
+    topic_count = sync_topics_file(settings, engine)
     runtime = get_runtime(settings)
     result = process_entries(
         engine,
@@ -61,7 +71,7 @@ def initialize(settings: Settings, engine: Engine) -> dict[str, int]:
         threshold=settings.near_duplicate_threshold,
     )
     return {
-        "topics": len(topics),
+        "topics": topic_count,
         "stored": len(result.stored),
         "duplicates": len(result.duplicates),
         "skipped": result.skipped,

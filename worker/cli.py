@@ -41,6 +41,26 @@ app.add_typer(alerts_app, name="alerts")
 app.add_typer(articles_app, name="articles")
 app.add_typer(topics_app, name="topics")
 
+
+@app.callback()
+def _options(
+    topics_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--topics-file",
+            help="Your own topics TOML (default: NEWSWATCH_TOPICS_FILE or seeds/topics.toml).",
+        ),
+    ] = None,
+) -> None:
+    """newswatch: watch news feeds, deduplicate stories, tag topics, alert on keyword rules."""
+    if topics_file is not None:
+        if not topics_file.is_file():
+            raise InvalidInput(f"topics file not found: {topics_file}")
+        # Through the environment, so worker processes started from here see it too.
+        os.environ["NEWSWATCH_TOPICS_FILE"] = str(topics_file.resolve())
+        get_settings.cache_clear()
+
+
 FormatOption = Annotated[
     OutputFormat, typer.Option("--format", "-f", help="Output format.", case_sensitive=False)
 ]
@@ -66,6 +86,10 @@ def _engine(*, initialize: bool = True) -> Engine:
     if initialize and not ready:
         typer.echo("newswatch: initializing the database (first use)", err=True)
         _initialize(settings, engine)
+    elif initialize and settings.topics_file is not None:
+        from worker.bootstrap import sync_topics_file
+
+        sync_topics_file(settings, engine)
     return engine
 
 
