@@ -42,6 +42,7 @@ __all__ = [
     "Query",
     "QuerySyntaxError",
     "Term",
+    "blank_separators",
     "evaluate",
     "fold_text",
     "format_query",
@@ -49,6 +50,7 @@ __all__ = [
     "parse_query",
     "positive_terms",
     "query_terms",
+    "word_span",
 ]
 
 #: Nesting deeper than this (parentheses and NOTs) is refused, so that parsing, printing
@@ -59,32 +61,70 @@ MAX_DEPTH = 100
 KEYWORDS = frozenset({"AND", "OR", "NOT"})
 
 
-def _mark_class() -> str:
-    """Build a regex character class body for the combining marks of the BMP.
+class _SeparatorTable(dict[int, int]):
+    """`str.translate` table: separators -> " ", "." kept, word characters kept.
 
-    Marks (accents, vowel signs of Indic scripts, ...) belong to the word they sit on;
-    without them ``\\w`` would split such words at every mark.
+    Word characters are letters, digits and combining marks (accents, vowel signs of
+    Indic scripts: without them a word would split at every mark); "_" is a separator.
+    Filled lazily per code point, so folding costs one C-level translate per text. Every
+    character maps to exactly one character, so offsets are preserved (`token_spans`).
     """
-    ranges: list[tuple[int, int]] = []
-    for code in range(0x10000):
-        if unicodedata.category(chr(code)).startswith("M"):
-            if ranges and ranges[-1][1] == code - 1:
-                ranges[-1] = (ranges[-1][0], code)
-            else:
-                ranges.append((code, code))
-    return "".join(
-        re.escape(chr(lo)) if lo == hi else f"{re.escape(chr(lo))}-{re.escape(chr(hi))}"
-        for lo, hi in ranges
-    )
+
+    def __missing__(self, code: int) -> int:
+        char = chr(code)
+        word_char = (char.isalnum() and char != "_") or unicodedata.category(char).startswith("M")
+        value = code if word_char or char == "." else _SPACE
+        if len(self) < _TABLE_CACHE_LIMIT:
+            self[code] = value
+        return value
 
 
-_MARKS = _mark_class()
-# One separator: any run of characters that are neither letters/digits nor marks.
-_SEPARATOR_RE = re.compile(f"(?:[^\\w{_MARKS}]|_)+")
-# Dotted acronyms of single letters, "U.S.", "U.S.A", "e.g.": dots are dropped so that
-# "U.S." folds like "US". "S. Korea" (one letter) is left alone.
-_ACRONYM_RE = re.compile(r"(?<![^\W_])(?:[^\W\d_]\.)+[^\W\d_](?![^\W_])")
+_SPACE = ord(" ")
+# Adversarial text could touch every code point; past this many the table stops caching.
+_TABLE_CACHE_LIMIT = 200_000
+_SEPARATORS = _SeparatorTable()
+# A dot followed by a single letter and then a dot, a separator or the end: the tail
+# of a dotted acronym like "U.S." or "e.g." (checked with `_is_acronym`). A literal
+# first character keeps this search fast on long texts.
+_ACRONYM_HINT_RE = re.compile(r"\.[^\W\d_](?![^\W_])")
+# Stands in for the dots of an acronym in `blank_separators` (a non-space character that the
+# separator table never produces), so offsets are preserved until the final fold.
+_JOINER = "\x00"
 _QUERY_SPECIAL = frozenset('()"')
+
+
+def _is_acronym(word: str) -> bool:
+    """Whether a dotted word is single letters joined by dots: "u.s.", "u.s.a", "e.g."."""
+    parts = word.strip(".").split(".")
+    return len(parts) >= 2 and all(len(part) == 1 and part.isalpha() for part in parts)
+
+
+def blank_separators(text: str) -> str:
+    """Same-length copy of `text`: separators and non-acronym dots -> " ".
+
+    The dots of single-letter acronyms become `_JOINER`, so "U.S." stays one word.
+    Whitespace-separated words of the result are the words of the folded text.
+    """
+    spaced = text.translate(_SEPARATORS)
+    if "." not in spaced:
+        return spaced
+    if _ACRONYM_HINT_RE.search(spaced):
+        pieces: list[str] = []
+        last = 0
+        for hint in _ACRONYM_HINT_RE.finditer(spaced):
+            if hint.start() < last:
+                continue
+            left = spaced.rfind(" ", 0, hint.start()) + 1
+            right = spaced.find(" ", hint.start())
+            right = len(spaced) if right < 0 else right
+            word = spaced[left:right]
+            if _is_acronym(word):
+                pieces += (spaced[last:left], word.replace(".", _JOINER))
+                last = right
+        if pieces:
+            pieces.append(spaced[last:])
+            spaced = "".join(pieces)
+    return spaced.replace(".", " ")
 
 
 def fold_text(text: str) -> str:
@@ -92,13 +132,37 @@ def fold_text(text: str) -> str:
 
     The result starts and ends with a space, so ``f" {term} " in fold_text(text)`` is a
     whole-word test. Applied to article text and to query terms alike; idempotent.
+    Dotted single-letter acronyms lose their dots ("U.S." folds like "US"); other dots,
+    like all punctuation, hyphens, dashes and "_", are separators.
     """
     text = unicodedata.normalize("NFKC", text)
-    text = unicodedata.normalize("NFKC", text.casefold())
-    if "." in text:
-        text = _ACRONYM_RE.sub(lambda m: m.group(0).replace(".", ""), text)
-    folded = _SEPARATOR_RE.sub(" ", text).strip()
+    folded = " ".join(blank_separators(unicodedata.normalize("NFKC", text.casefold())).split())
+    if _JOINER in folded:
+        folded = folded.replace(_JOINER, "")
     return f" {folded} " if folded else " "
+
+
+def word_span(
+    text: str, first: int, count: int, blanked: str | None = None
+) -> tuple[int, int] | None:
+    """Offsets in `text` of words `first` .. `first + count - 1` of `fold_text(text)`.
+
+    Exact whenever NFKC and casefolding do not move word boundaries, which holds for
+    nearly all news text; callers check the result (e.g. by folding the span). Maps a
+    match found in folded text back to the original text, for snippets. Pass
+    `blanked` (``blank_separators(text)``) when mapping several words of one text.
+    """
+    spaced = blank_separators(text) if blanked is None else blanked
+    rest = spaced.split(None, first)
+    if len(rest) <= first:
+        return None
+    tail = rest[-1]
+    start = len(spaced) - len(tail)
+    words = tail.split(None, count)
+    if len(words) < count:
+        return None
+    used = tail if len(words) == count else tail[: len(tail) - len(words[-1])]
+    return start, start + len(used.rstrip())
 
 
 def fold_term(text: str) -> str:

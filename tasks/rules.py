@@ -35,11 +35,13 @@ from tasks.query import (
     Query,
     QuerySyntaxError,
     Term,
+    blank_separators,
     evaluate,
     fold_text,
     parse_query,
     positive_terms,
     query_terms,
+    word_span,
 )
 
 __all__ = ["CompiledRules", "RuleError", "RuleSpec", "make_snippet"]
@@ -158,26 +160,38 @@ class CompiledRules:
         """Number of distinct folded terms over all rules (patterns in the automaton)."""
         return len(self._keys)
 
-    def present_terms(self, folded: str) -> dict[int, int]:
-        """Term ids found in folded text, each with the folded offset of its first occurrence."""
+    def _scan(self, folded: str, body_start: int) -> tuple[dict[int, int], dict[int, int]]:
+        """One automaton pass: first folded offset of each term, overall and in the body."""
         first: dict[int, int] = {}
+        in_body: dict[int, int] = {}
         if self._automaton is None:
-            return first
+            return first, in_body
         keys = self._keys
         for end, term_id in self._automaton.iter(folded):
+            if term_id in in_body:
+                continue
+            # `end` is the index of the pattern's trailing space; store the leading one.
+            start = end - len(keys[term_id]) - 1
             if term_id not in first:
-                # `end` is the index of the pattern's trailing space.
-                first[term_id] = end - len(keys[term_id]) - 1
-        return first
+                first[term_id] = start
+            if start >= body_start:
+                in_body[term_id] = start
+        return first, in_body
 
     def match(self, title: str, text: str, topics: Iterable[str] = ()) -> list[Match]:
         """Every rule matching the article, in rule order, with matched terms and a snippet.
 
         `topics` are the article's topic slugs, for rules with a topic filter. Matched
         terms are the rule's present positive terms, spelled as in its query, in order of
-        first occurrence; the snippet surrounds the first of them in `text` (or `title`).
+        first occurrence (title first); the snippet surrounds the first of them in `text`,
+        or in `title` when the term occurs only there.
         """
-        first = self.present_terms(fold_text(f"{title}\n{text}"))
+        folded_title = fold_text(title)
+        folded_text = fold_text(text)
+        # Title and text folded apart and joined on their shared padding space, so that
+        # offsets past `body_start` are offsets into `folded_text`.
+        body_start = len(folded_title) - 1
+        first, in_body = self._scan(folded_title + folded_text[1:], body_start)
         candidates: set[int] = set(self._always)
         for term_id in first:
             candidates.update(self._postings[term_id])
@@ -186,6 +200,7 @@ class CompiledRules:
         topic_set = frozenset(topics)
         present = set(first)
         snippets: dict[int, str] = {}
+        blanked: dict[bool, str] = {}  # in body -> blank_separators(text or title)
         matches: list[Match] = []
         for index in sorted(candidates):
             rule = self._rules[index]
@@ -199,13 +214,23 @@ class CompiledRules:
                 if term_id in first
             )
             lead = found[0][1] if found else -1
-            if lead not in snippets:
-                snippets[lead] = make_snippet(title, text, self._keys[lead] if found else None)
+            snippet = snippets.get(lead)
+            if snippet is None:
+                if lead < 0:
+                    snippet = make_snippet(text if text.strip() else title, None)
+                else:
+                    body = lead in in_body
+                    source, folded = (text, folded_text) if body else (title, folded_title)
+                    if body not in blanked:
+                        blanked[body] = blank_separators(source)
+                    where = in_body[lead] - body_start if body else first[lead]
+                    snippet = make_snippet(source, self._keys[lead], folded, where, blanked[body])
+                snippets[lead] = snippet
             matches.append(
                 Match(
                     rule_id=rule.rule_id,
                     matched=tuple(spelling for _, _, spelling in found),
-                    snippet=snippets[lead],
+                    snippet=snippet,
                 )
             )
         return matches
@@ -214,7 +239,7 @@ class CompiledRules:
 # --- snippets --------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=16384)
 def _term_pattern(key: str) -> re.Pattern[str]:
     """A regex finding a folded term in unfolded text, approximately.
 
@@ -231,8 +256,20 @@ def _term_pattern(key: str) -> re.Pattern[str]:
     return re.compile(rf"(?<![^\W_]){body}(?![^\W_])", re.IGNORECASE)
 
 
-def _locate(text: str, key: str) -> tuple[str, int, int] | None:
-    """Find a folded term in `text`; returns (text searched, start, end) or None."""
+def _locate(
+    text: str, key: str, folded: str | None, offset: int, blanked: str | None
+) -> tuple[str, int, int] | None:
+    """Find a folded term in `text`: (text searched, start, end), or None.
+
+    Fast path: the term's word index in the folded text (from `offset`, the folded offset
+    of its leading space) mapped back with `word_span`, checked by folding the span.
+    Otherwise an approximate regex search, then the same search in NFKC-casefolded text.
+    """
+    if folded is not None and offset >= 0:
+        index = folded.count(" ", 0, offset + 1) - 1
+        span = word_span(text, index, key.count(" ") + 1, blanked)
+        if span is not None and fold_text(text[span[0] : span[1]]) == f" {key} ":
+            return text, span[0], span[1]
     pattern = _term_pattern(key)
     found = pattern.search(text)
     if found:
@@ -266,15 +303,24 @@ def _window(text: str, start: int, end: int, width: int) -> str:
     return f"{prefix}{body}{suffix}"
 
 
-def make_snippet(title: str, text: str, key: str | None, width: int = SNIPPET_CHARS) -> str:
-    """A snippet of about `width` characters around the first occurrence of a folded term.
+def make_snippet(
+    text: str,
+    key: str | None,
+    folded: str | None = None,
+    offset: int = -1,
+    blanked: str | None = None,
+    width: int = SNIPPET_CHARS,
+) -> str:
+    """About `width` characters of `text` around the first occurrence of folded term `key`.
 
-    Looks in the body first, then the title; with no term (a rule matched by NOT alone)
-    or no occurrence found, returns the beginning of the body (or of the title).
+    Cut at whitespace, with "…" where text was cut. `folded`/`offset` (the text's
+    `fold_text` and the folded offset of the term's leading space) make locating exact
+    and cheap (`blanked`, ``blank_separators(text)``, saves recomputing it per call);
+    without them the term is searched for. With no term (a rule matched by
+    NOT alone) or no occurrence found, returns the beginning of the text.
     """
     if key is not None:
-        for source in (text, title):
-            located = _locate(source, key)
-            if located is not None:
-                return _window(*located, width)
-    return _window(text if text.strip() else title, 0, 0, width)
+        located = _locate(text, key, folded, offset, blanked)
+        if located is not None:
+            return _window(*located, width)
+    return _window(text, 0, 0, width)

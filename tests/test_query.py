@@ -20,6 +20,7 @@ from tasks.query import (
     match_query,
     parse_query,
     query_terms,
+    word_span,
 )
 
 
@@ -76,6 +77,26 @@ def test_digits_with_separators() -> None:
     assert matches("28,500", "hosting 28,500 US troops")
     assert matches("28,500", "hosting 28 500 US troops")
     assert not matches("28,500", "hosting 128,500 troops")
+
+
+def test_word_span_maps_folded_words_back_to_the_original() -> None:
+    text = "The U.S.-Japan cost–sharing deal (e.g. Kim's)"
+    assert fold_text(text) == " the us japan cost sharing deal eg kim s "
+    spans = [word_span(text, k, 1) for k in range(8)]
+    assert [text[a:b] for a, b in filter(None, spans)] == [
+        "The",
+        "U.S.",
+        "Japan",
+        "cost",
+        "sharing",
+        "deal",
+        "e.g.",
+        "Kim",
+    ]
+    span = word_span(text, 3, 2)
+    assert span is not None and text[span[0] : span[1]] == "cost–sharing"
+    assert word_span(text, 9, 1) is None
+    assert word_span(text, 8, 2) is None
 
 
 # --- grammar -----------------------------------------------------------------------------
