@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, func, insert, select, text
+from sqlalchemy import Engine, Select, func, insert, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
+from sqlmodel import col
 
 from storage.engine import session_scope
 from storage.models import Alert, Article, ArticleSignature, ArticleTopic, LshBand, Rule, utcnow
@@ -59,37 +60,50 @@ def lock_for_ingest(session: Session) -> None:
 
 
 def find_original(session: Session, fp: Fingerprint, threshold: float) -> tuple[int, float] | None:
-    """The story id this fingerprint duplicates (exact hash first, then LSH), if any."""
+    """The story id this fingerprint duplicates (exact hash first, then LSH), if any.
+
+    One indexed query ranks the articles sharing a band by how many bands they share and
+    returns their signatures; only those are verified, so the cost stays flat as the store
+    grows (benchmarks/lookup.py).
+    """
     exact = session.scalars(
-        select(Article.story_id)
-        .where(Article.text_hash == fp.text_hash)
-        .order_by(Article.id)
+        select(col(Article.story_id))
+        .where(col(Article.text_hash) == fp.text_hash)
+        .order_by(col(Article.id))
         .limit(1)
     ).first()
     if exact is not None:
         return exact, 1.0
-    if fp.shingle_count == 0:
+    if fp.shingle_count == 0 or not fp.band_keys:
         return None
-    candidate_ids = list(
-        session.scalars(
-            select(LshBand.article_id)
-            .where(LshBand.key.in_(fp.band_keys))  # type: ignore[attr-defined]
-            .distinct()
-            .limit(MAX_CANDIDATES)
-        )
-    )
-    if not candidate_ids:
-        return None
-    rows = session.execute(
-        select(ArticleSignature.article_id, ArticleSignature.signature).where(
-            ArticleSignature.article_id.in_(candidate_ids)  # type: ignore[attr-defined]
-        )
-    ).all()
+    rows = session.execute(near_duplicate_candidates(fp.band_keys)).all()
     best = best_match(fp.signature, [(r[0], r[1]) for r in rows], threshold)
     if best is None:
         return None
-    story = session.scalar(select(Article.story_id).where(Article.id == best[0]))
+    story = session.scalar(select(col(Article.story_id)).where(col(Article.id) == best[0]))
     return (story if story is not None else best[0]), best[1]
+
+
+def near_duplicate_candidates(
+    band_keys: Sequence[int], limit: int = MAX_CANDIDATES
+) -> Select[int, bytes]:
+    """(article_id, signature) of the articles sharing most bands with `band_keys`.
+
+    Ranking by shared bands keeps a true copy (which shares many) inside `limit` even
+    when a common band value brings in many unrelated articles.
+    """
+    shared = func.count().label("shared")
+    ranked = (
+        select(col(LshBand.article_id).label("article_id"), shared)
+        .where(col(LshBand.key).in_(sorted(set(band_keys))))
+        .group_by(col(LshBand.article_id))
+        .order_by(shared.desc())
+        .limit(limit)
+        .subquery()
+    )
+    return select(col(ArticleSignature.article_id), col(ArticleSignature.signature)).join(
+        ranked, ranked.c.article_id == col(ArticleSignature.article_id)
+    )
 
 
 def _insert_ignore(session: Session, model: Any, values: dict[str, Any]) -> int | None:

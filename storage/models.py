@@ -93,7 +93,7 @@ class Article(SQLModel, table=True):
 
 
 class ArticleSignature(SQLModel, table=True):
-    """The MinHash signature of an article (truncated to 16 bits per value)."""
+    """The MinHash signatures of an article (see `tasks.fingerprint.pack_signature`)."""
 
     __tablename__ = "article_signature"
 
@@ -102,9 +102,14 @@ class ArticleSignature(SQLModel, table=True):
 
 
 class LshBand(SQLModel, table=True):
-    """One LSH band key of one article: the shared, indexed near-duplicate index."""
+    """One LSH band key of one article: the shared, indexed near-duplicate index.
+
+    On SQLite the table is WITHOUT ROWID: the primary key is the table, so each band is
+    stored once instead of in a table and again in its index (half the bytes on disk).
+    """
 
     __tablename__ = "lsh_band"
+    __table_args__ = {"sqlite_with_rowid": False}
 
     key: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
     article_id: int = Field(primary_key=True, foreign_key="article.id", ondelete="CASCADE")

@@ -49,7 +49,9 @@ class Settings(BaseSettings):
     # due again after this long.
     fetch_lease_seconds: int = 300
 
-    # Deduplication
+    # Deduplication: minimum estimated share of the smaller text's 3-word shingles found
+    # in the other (or lead similarity); see tasks/fingerprint.py and
+    # benchmarks/dedup_quality.py for the measurements behind 0.5.
     near_duplicate_threshold: float = 0.5
 
     # Delivery

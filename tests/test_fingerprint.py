@@ -1,0 +1,196 @@
+"""Fingerprints: determinism, key ranges, and the similarity cases dedup relies on."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tasks.fingerprint import (
+    DEFAULT_PARAMS,
+    band_keys_matrix,
+    best_match,
+    containment_from_jaccard,
+    fingerprint,
+    similarity,
+    words,
+)
+from tasks.models import RawEntry
+from tasks.normalize import normalize_entry
+
+SEEDS = Path(__file__).resolve().parent.parent / "seeds"
+INT64_MAX = 2**63 - 1
+THRESHOLD = 0.5  # worker.settings default; repeated so a change there is deliberate here
+
+texts = st.lists(
+    st.text(alphabet="abcdefghij", min_size=1, max_size=6), min_size=1, max_size=120
+).map(" ".join)
+
+STORY = (
+    "Washington and Seoul resumed negotiations on Tuesday over the cost-sharing agreement "
+    "that decides how much South Korea pays toward the 28,500 US troops stationed on the "
+    "peninsula. The talks in Honolulu are the first since the two allies failed to agree "
+    "last year, officials said, adding that the gap between the two sides remained wide. "
+    "A spokesman for the foreign ministry in Seoul said the delegation would press for a "
+    "multi-year deal, while American negotiators were expected to seek a sharp increase. "
+    "Analysts said the outcome could shape the alliance for years, as both governments face "
+    "domestic pressure over defence spending and the future of the troop presence. "
+    "The next round is scheduled for next month in Seoul, according to the ministry."
+)
+OTHER = (
+    "The central bank left interest rates unchanged on Thursday, citing slowing inflation "
+    "and a weaker labour market, and signalled that cuts could follow later in the year "
+    "if price pressures continue to ease. Markets rallied after the decision, with the main "
+    "index closing at a record high, while the currency slipped against the dollar. "
+    "Economists were divided over the timing of the first cut, with some pointing to "
+    "stubborn services inflation and others to falling energy costs over the winter."
+)
+
+
+def _edit(text: str, rate: float, seed: int) -> str:
+    rng = random.Random(seed)
+    out = [("changed" if rng.random() < rate else w) for w in text.split(" ")]
+    return " ".join(out)
+
+
+@given(texts)
+@settings(max_examples=60, deadline=None)
+def test_identical_texts_score_one(text: str) -> None:
+    a, b = fingerprint(text), fingerprint(text)
+    assert a == b
+    sim = similarity(a.signature, b.signature)
+    assert sim.jaccard == 1.0 and sim.score == 1.0
+
+
+@given(texts)
+@settings(max_examples=60, deadline=None)
+def test_band_keys_fit_a_signed_bigint(text: str) -> None:
+    fp = fingerprint(text)
+    assert len(fp.band_keys) == DEFAULT_PARAMS.bands + DEFAULT_PARAMS.lead_bands
+    assert all(0 <= key <= INT64_MAX for key in fp.band_keys)
+    assert len(fp.signature) == DEFAULT_PARAMS.signature_size
+
+
+@given(texts, texts)
+@settings(max_examples=60, deadline=None)
+def test_similarity_is_symmetric_and_bounded(a: str, b: str) -> None:
+    sa, sb = fingerprint(a).signature, fingerprint(b).signature
+    ab, ba = similarity(sa, sb), similarity(sb, sa)
+    assert ab == ba
+    for value in (ab.jaccard, ab.containment, ab.lead, ab.score):
+        assert 0.0 <= value <= 1.0
+
+
+def test_case_and_punctuation_do_not_change_the_fingerprint() -> None:
+    assert fingerprint(STORY) == fingerprint(STORY.upper().replace(",", " ;"))
+
+
+def test_empty_text_has_no_band_keys() -> None:
+    fp = fingerprint("")
+    assert fp.shingle_count == 0 and fp.band_keys == ()
+
+
+def test_fingerprint_is_the_same_in_another_process() -> None:
+    # Workers on several machines must agree on keys: no per-process hash seeds.
+    code = (
+        "import sys; from tasks.fingerprint import fingerprint; "
+        "fp = fingerprint(sys.stdin.read()); print(fp.signature.hex(), *fp.band_keys)"
+    )
+    root = Path(__file__).resolve().parent.parent
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", code],
+            input=STORY,
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=root,
+            env={"PYTHONHASHSEED": str(seed), "PATH": ""},
+        ).stdout.split()
+        for seed in (1, 2)
+    ]
+    here = fingerprint(STORY)
+    assert runs[0] == runs[1] == [here.signature.hex(), *map(str, here.band_keys)]
+
+
+def test_band_keys_differ_between_bands_with_equal_values() -> None:
+    values = [[7, 7] * 4]
+    keys = band_keys_matrix(np.array(values, dtype="uint32"), bands=4)
+    assert len(set(keys[0].tolist())) == 4
+
+
+def test_containment_from_jaccard() -> None:
+    # B = A plus as many new shingles: J = 0.5, and all of A is in B.
+    assert containment_from_jaccard(0.5, 100, 200) == 1.0
+    assert containment_from_jaccard(0.0, 100, 200) == 0.0
+    assert containment_from_jaccard(0.5, 0, 10) == 0.0
+
+
+def test_a_lightly_edited_copy_with_boilerplate_is_a_near_duplicate() -> None:
+    copy = "Read more on our website. " + _edit(STORY, 0.08, seed=3) + " Share this article."
+    sim = similarity(fingerprint(STORY).signature, fingerprint(copy).signature)
+    assert sim.score >= THRESHOLD
+    assert set(fingerprint(STORY).band_keys) & set(fingerprint(copy).band_keys)
+
+
+def test_a_summary_matches_its_story_through_the_lead() -> None:
+    summary = " ".join(STORY.split(". ")[:2]) + "."
+    assert 30 <= len(words(summary)) <= 80
+    a, b = fingerprint(STORY), fingerprint(summary)
+    sim = similarity(a.signature, b.signature)
+    assert sim.jaccard < 0.5 and sim.lead >= THRESHOLD
+    assert set(a.band_keys) & set(b.band_keys)
+
+
+def test_summaries_of_different_stories_are_not_linked() -> None:
+    s1 = " ".join(STORY.split(". ")[:2])
+    s2 = " ".join(OTHER.split(". ")[:2])
+    assert similarity(fingerprint(s1).signature, fingerprint(s2).signature).score < 0.1
+
+
+def test_different_stories_and_a_retelling_are_not_near_duplicates() -> None:
+    retold = (
+        "South Korean and American officials met in Honolulu this week to restart talks on "
+        "how the cost of keeping 28,500 US soldiers in Korea is divided, after last year's "
+        "round ended without a deal. Seoul wants an agreement covering several years."
+    )
+    story = fingerprint(STORY).signature
+    assert similarity(story, fingerprint(OTHER).signature).score < 0.1
+    assert similarity(story, fingerprint(retold).signature).score < THRESHOLD
+
+
+def test_best_match_picks_the_most_similar_candidate_over_threshold() -> None:
+    story = fingerprint(STORY).signature
+    near = fingerprint(_edit(STORY, 0.02, seed=1)).signature
+    far = fingerprint(_edit(STORY, 0.3, seed=1)).signature
+    other = fingerprint(OTHER).signature
+    match = best_match(story, [(1, other), (2, far), (3, near)], THRESHOLD)
+    assert match is not None and match[0] == 3
+    assert best_match(story, [(1, other)], THRESHOLD) is None
+
+
+def test_signatures_of_another_layout_compare_as_unrelated() -> None:
+    sig = fingerprint(STORY).signature
+    assert similarity(sig, sig[:-2]).score == 0.0
+
+
+def test_only_the_syndicated_seed_pair_is_linked() -> None:
+    sigs = {}
+    for path in sorted(SEEDS.glob("0*.txt")):
+        raw = RawEntry(
+            guid=path.name, url=None, title=None, content=path.read_text(), content_type="text"
+        )
+        article = normalize_entry(raw)
+        sigs[path.name[:3]] = fingerprint(article.text or article.title).signature
+    linked = {
+        (a, b)
+        for a in sigs
+        for b in sigs
+        if a < b and similarity(sigs[a], sigs[b]).score >= THRESHOLD
+    }
+    assert linked == {("001", "002")}
