@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session
+from sqlmodel import col
 
 from storage.engine import session_scope
 from storage.models import Alert, Rule, utcnow
@@ -18,6 +19,20 @@ from tasks.errors import NotFound
 DIGEST_PERIODS = {"hourly": timedelta(hours=1), "daily": timedelta(days=1)}
 # While a delivery is in flight its alert is leased: nobody else sends it meanwhile.
 DELIVERY_LEASE = timedelta(minutes=5)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How long a send holds its alert, and how failed sends back off."""
+
+    lease: timedelta = DELIVERY_LEASE
+    backoff_seconds: float = 5.0
+    backoff_max_seconds: float = 3600.0
+
+    def delay(self, attempts: int) -> float:
+        """Seconds before the next attempt after `attempts` failed ones (jittered)."""
+        base = min(self.backoff_max_seconds, self.backoff_seconds * 2 ** max(attempts - 1, 0))
+        return base * random.uniform(0.8, 1.2)
 
 
 def alert_record(alert: Alert, rule_name: str) -> dict[str, Any]:
@@ -58,26 +73,26 @@ class AlertFilter:
 def list_alerts(engine: Engine, flt: AlertFilter) -> list[dict[str, Any]]:
     """Alerts matching the filter, newest first (oldest first when tailing by id)."""
     with session_scope(engine) as session:
-        query = select(Alert, Rule.name).join(Rule, Rule.id == Alert.rule_id)
+        query = select(Alert, col(Rule.name)).join(Rule, col(Rule.id) == col(Alert.rule_id))
         if flt.rule:
-            query = query.where(Rule.name == flt.rule)
+            query = query.where(col(Rule.name) == flt.rule)
         if flt.topic:
             # JSON list membership, portable: the topics column holds ["a", "b"].
-            query = query.where(func.cast(Alert.topics, _text_type()).like(f'%"{flt.topic}"%'))
+            query = query.where(func.cast(col(Alert.topics), _text_type()).like(f'%"{flt.topic}"%'))
         if flt.since:
-            query = query.where(Alert.created_at >= flt.since)
+            query = query.where(col(Alert.created_at) >= flt.since)
         if flt.until:
-            query = query.where(Alert.created_at < flt.until)
+            query = query.where(col(Alert.created_at) < flt.until)
         if flt.delivered is True:
-            query = query.where(Alert.delivered_at.is_not(None))  # type: ignore[union-attr]
+            query = query.where(col(Alert.delivered_at).is_not(None))
         elif flt.delivered is False:
-            query = query.where(Alert.delivered_at.is_(None))  # type: ignore[union-attr]
+            query = query.where(col(Alert.delivered_at).is_(None))
         if flt.search:
-            query = query.where(Alert.id.in_(alert_ids_matching(session, flt.search)))  # type: ignore[union-attr]
+            query = query.where(col(Alert.id).in_(alert_ids_matching(session, flt.search)))
         if flt.after_id is not None:
-            query = query.where(Alert.id > flt.after_id).order_by(Alert.id)  # type: ignore[arg-type,operator]
+            query = query.where(col(Alert.id) > flt.after_id).order_by(col(Alert.id))
         else:
-            query = query.order_by(Alert.id.desc())  # type: ignore[union-attr]
+            query = query.order_by(col(Alert.id).desc())
         query = query.limit(flt.limit)
         return [alert_record(a, name) for a, name in session.execute(query).all()]
 
@@ -92,9 +107,9 @@ def get_alert(engine: Engine, alert_id: int) -> dict[str, Any]:
     """One alert by id."""
     with session_scope(engine) as session:
         row = session.execute(
-            select(Alert, Rule.name)
-            .join(Rule, Rule.id == Alert.rule_id)
-            .where(Alert.id == alert_id)
+            select(Alert, col(Rule.name))
+            .join(Rule, col(Rule.id) == col(Alert.rule_id))
+            .where(col(Alert.id) == alert_id)
         ).first()
         if row is None:
             raise NotFound(f"no alert with id {alert_id}")
@@ -104,13 +119,11 @@ def get_alert(engine: Engine, alert_id: int) -> dict[str, Any]:
 def ack_alerts(engine: Engine, alert_ids: list[int]) -> int:
     """Mark alerts as read; returns how many exist."""
     with session_scope(engine) as session:
-        found = set(session.scalars(select(Alert.id).where(Alert.id.in_(alert_ids))))  # type: ignore[union-attr]
+        found = set(session.scalars(select(col(Alert.id)).where(col(Alert.id).in_(alert_ids))))
         missing = [i for i in alert_ids if i not in found]
         if missing:
             raise NotFound(f"no alert with id {missing[0]}")
-        session.execute(
-            update(Alert).where(Alert.id.in_(alert_ids)).values(acked_at=utcnow())  # type: ignore[union-attr]
-        )
+        session.execute(update(Alert).where(col(Alert.id).in_(alert_ids)).values(acked_at=utcnow()))
         return len(found)
 
 
@@ -126,13 +139,24 @@ class Delivery:
 
 
 def claim_delivery(
-    engine: Engine, alert_id: int, *, now: datetime | None = None
+    engine: Engine,
+    alert_id: int,
+    *,
+    now: datetime | None = None,
+    lease: timedelta = DELIVERY_LEASE,
 ) -> Delivery | None:
-    """Lease a pending immediate alert for sending; None if it is not ours to send."""
+    """Lease a pending immediate alert for sending; None if it is not ours to send.
+
+    The lease (and the attempt it counts) is committed before anything is sent, so a
+    second task, the sweeper or a redelivered message finds it taken; a sender that
+    dies mid-send has used one attempt and the alert is due again when the lease ends.
+    """
     now = now or utcnow()
     with session_scope(engine) as session:
         row = session.execute(
-            select(Alert, Rule).join(Rule, Rule.id == Alert.rule_id).where(Alert.id == alert_id)
+            select(Alert, Rule)
+            .join(Rule, col(Rule.id) == col(Alert.rule_id))
+            .where(col(Alert.id) == alert_id)
         ).first()
         if row is None:
             return None
@@ -142,7 +166,7 @@ def claim_delivery(
         if alert.next_attempt_at is not None and alert.next_attempt_at > now:
             return None
         alert.attempts += 1
-        alert.next_attempt_at = now + DELIVERY_LEASE
+        alert.next_attempt_at = now + lease
         return Delivery(
             (alert_id,),
             rule.name,
@@ -159,12 +183,14 @@ def finish_delivery(
     error: str | None,
     max_attempts: int,
     now: datetime | None = None,
+    retry: RetryPolicy | None = None,
 ) -> str:
     """Record a send's outcome: delivered, retry later with backoff, or failed for good."""
     now = now or utcnow()
+    retry = retry or RetryPolicy()
     with session_scope(engine) as session:
         status = "delivered"
-        for alert in session.scalars(select(Alert).where(Alert.id.in_(alert_ids))):  # type: ignore[union-attr]
+        for alert in session.scalars(select(Alert).where(col(Alert.id).in_(alert_ids))):
             if error is None:
                 alert.status = "delivered"
                 alert.delivered_at = now
@@ -177,8 +203,7 @@ def finish_delivery(
                 alert.next_attempt_at = None
             else:
                 status = "pending"
-                delay = min(3600.0, 5.0 * 2 ** (alert.attempts - 1)) * random.uniform(0.8, 1.2)
-                alert.next_attempt_at = now + timedelta(seconds=delay)
+                alert.next_attempt_at = now + timedelta(seconds=retry.delay(alert.attempts))
         return status
 
 
@@ -206,25 +231,29 @@ def due_alert_ids(
     now = now or utcnow()
     with session_scope(engine) as session:
         query = (
-            select(Alert.id)
-            .join(Rule, Rule.id == Alert.rule_id)
-            .where(Alert.status == "pending", Rule.digest == "immediate")
+            select(col(Alert.id))
+            .join(Rule, col(Rule.id) == col(Alert.rule_id))
+            .where(col(Alert.status) == "pending", col(Rule.digest) == "immediate")
             .where(
-                ((Alert.next_attempt_at.is_(None)) & (Alert.created_at <= now - min_age))  # type: ignore[union-attr]
-                | (Alert.next_attempt_at <= now)  # type: ignore[operator]
+                ((col(Alert.next_attempt_at).is_(None)) & (col(Alert.created_at) <= now - min_age))
+                | (col(Alert.next_attempt_at) <= now)
             )
-            .order_by(Alert.id)
+            .order_by(col(Alert.id))
             .limit(limit)
         )
         return list(session.scalars(query))
 
 
-def claim_digests(engine: Engine, *, now: datetime | None = None) -> list[Delivery]:
+def claim_digests(
+    engine: Engine, *, now: datetime | None = None, lease: timedelta = DELIVERY_LEASE
+) -> list[Delivery]:
     """For each digest rule whose period has ended, lease its pending alerts as one message."""
     now = now or utcnow()
     out: list[Delivery] = []
     with session_scope(engine) as session:
-        for rule in session.scalars(select(Rule).where(Rule.digest != "immediate", Rule.active)):
+        for rule in session.scalars(
+            select(Rule).where(col(Rule.digest) != "immediate", col(Rule.active))
+        ):
             period = DIGEST_PERIODS.get(rule.digest)
             if period is None or not rule.channels:
                 continue
@@ -233,9 +262,11 @@ def claim_digests(engine: Engine, *, now: datetime | None = None) -> list[Delive
             alerts = list(
                 session.scalars(
                     select(Alert)
-                    .where(Alert.rule_id == rule.id, Alert.status == "pending")
-                    .where((Alert.next_attempt_at.is_(None)) | (Alert.next_attempt_at <= now))  # type: ignore[union-attr,operator]
-                    .order_by(Alert.id)
+                    .where(col(Alert.rule_id) == rule.id, col(Alert.status) == "pending")
+                    .where(
+                        (col(Alert.next_attempt_at).is_(None)) | (col(Alert.next_attempt_at) <= now)
+                    )
+                    .order_by(col(Alert.id))
                 )
             )
             if not alerts:
@@ -243,7 +274,7 @@ def claim_digests(engine: Engine, *, now: datetime | None = None) -> list[Delive
             rule.last_digest_at = now
             for alert in alerts:
                 alert.attempts += 1
-                alert.next_attempt_at = now + DELIVERY_LEASE
+                alert.next_attempt_at = now + lease
             out.append(
                 Delivery(
                     tuple(a.id or 0 for a in alerts),
@@ -263,5 +294,7 @@ def alert_counts(session_or_engine: Engine) -> dict[str, int]:
 
 
 def _counts(session: Session) -> dict[str, int]:
-    rows = session.execute(select(Alert.status, func.count()).group_by(Alert.status)).all()
+    rows = session.execute(
+        select(col(Alert.status), func.count()).group_by(col(Alert.status))
+    ).all()
     return {str(status): int(n) for status, n in rows}

@@ -80,11 +80,16 @@ def get_engine(url: str) -> Engine:
     return engine
 
 
-def dispose_engines() -> None:
-    """Forget every engine of this process (after fork, or at shutdown)."""
+def dispose_engines(*, close: bool = False) -> None:
+    """Forget every engine of this process.
+
+    After a fork, call it with close=False: the pooled connections belong to the parent,
+    and closing them here would end the parent's sessions. Before forking (or at
+    shutdown), close=True really closes them, so no socket is inherited at all.
+    """
     with _lock:
         for engine in _engines.values():
-            engine.dispose(close=False)
+            engine.dispose(close=close)
         _engines.clear()
 
 

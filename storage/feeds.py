@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import Engine, or_, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlmodel import col
 
 from storage.engine import session_scope
 from storage.models import Feed, utcnow
@@ -66,7 +67,7 @@ def add_feeds(
     """Subscribe to many feeds at once; returns (added, already known)."""
     added = 0
     with session_scope(engine) as session:
-        known = set(session.scalars(select(Feed.url)))
+        known = set(session.scalars(select(col(Feed.url))))
         for url, title in feeds:
             if url in known:
                 continue
@@ -79,7 +80,7 @@ def add_feeds(
 def list_feeds(engine: Engine) -> list[dict[str, Any]]:
     """Every feed with its polling state, oldest first."""
     with session_scope(engine) as session:
-        return [feed_record(f) for f in session.scalars(select(Feed).order_by(Feed.id))]
+        return [feed_record(f) for f in session.scalars(select(Feed).order_by(col(Feed.id)))]
 
 
 def find_feed(engine: Engine, id_or_url: str) -> dict[str, Any]:
@@ -94,7 +95,7 @@ def _lookup(session: Any, id_or_url: str) -> Feed:
     if id_or_url.isdigit():
         feed = session.get(Feed, int(id_or_url))
     if feed is None:
-        feed = session.scalars(select(Feed).where(Feed.url == id_or_url)).first()
+        feed = session.scalars(select(Feed).where(col(Feed.url) == id_or_url)).first()
     if feed is None:
         raise NotFound(f"no feed with id or URL {id_or_url!r}")
     return feed
@@ -127,12 +128,14 @@ def claim_feeds(
     claimed: list[FeedTarget] = []
     parked: list[int] = []
     with session_scope(engine) as session:
-        query = select(Feed).where(or_(Feed.lease_until.is_(None), Feed.lease_until < now))  # type: ignore[union-attr,operator]
+        query = select(Feed).where(
+            or_(col(Feed.lease_until).is_(None), col(Feed.lease_until) < now)
+        )
         if only is not None:
-            query = query.where(Feed.id.in_(only))  # type: ignore[union-attr]
+            query = query.where(col(Feed.id).in_(only))
         else:
-            query = query.where(Feed.active, Feed.next_poll_at <= now)
-        query = query.order_by(Feed.next_poll_at).limit(limit)
+            query = query.where(col(Feed.active), col(Feed.next_poll_at) <= now)
+        query = query.order_by(col(Feed.next_poll_at)).limit(limit)
         if session.bind is not None and session.bind.dialect.name == "postgresql":
             query = query.with_for_update(skip_locked=True)
         for feed in session.scalars(query):
@@ -210,7 +213,9 @@ def record_fetch(
     if outcome.title and not feed.title:
         feed.title = outcome.title
     if outcome.new_url and outcome.new_url != feed.url:
-        taken = session.scalars(select(Feed.id).where(Feed.url == outcome.new_url)).first()
+        taken = session.scalars(
+            select(col(Feed.id)).where(col(Feed.url) == outcome.new_url)
+        ).first()
         if taken is None:
             feed.url = outcome.new_url
     if outcome.error is None:
@@ -240,6 +245,6 @@ def release_leases(engine: Engine, feed_ids: list[int]) -> None:
     with session_scope(engine) as session:
         session.execute(
             update(Feed)
-            .where(Feed.id.in_(feed_ids))  # type: ignore[union-attr]
-            .values(lease_until=None, unfinished_claims=Feed.unfinished_claims - 1)
+            .where(col(Feed.id).in_(feed_ids))
+            .values(lease_until=None, unfinished_claims=col(Feed.unfinished_claims) - 1)
         )

@@ -3,17 +3,23 @@
 Tasks take ids and plain data. Each is idempotent (a redelivered task finds its work
 done: entries already stored are skipped by guid, alerts are leased before sending),
 which is what makes `acks_late` safe.
+
+The database, not the broker, knows what is left to do: a claimed feed holds a lease
+until its fetch is recorded, and an alert is pending until it is delivered. A lost
+message (broker restarted empty, worker killed) therefore only delays work: the feed's
+lease expires and the scheduler claims it again; the sweeper re-sends pending alerts.
 """
 
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from typing import Any
 
 from celery import shared_task
 from sqlalchemy.exc import OperationalError
 
-from storage.alerts import due_alert_ids
+from storage.alerts import claim_digests, due_alert_ids
 from storage.feeds import claim_feeds, get_target, release_leases
 from tasks.errors import StorageUnavailable
 from tasks.models import entry_from_dict
@@ -37,12 +43,20 @@ RETRY = {
 
 @shared_task(name="newswatch.schedule_due_feeds")
 def schedule_due_feeds() -> int:
-    """Claim the feeds whose next poll time has passed and enqueue one fetch each."""
+    """Claim the feeds whose next poll time has passed and enqueue one fetch each.
+
+    Periodic, so it is not retried: if the database is down this tick does nothing and
+    the next tick tries again (retrying would pile up one task per tick meanwhile).
+    """
     runtime = get_runtime()
     settings = runtime.settings
-    claimed, parked = claim_feeds(
-        runtime.engine, lease_seconds=settings.fetch_lease_seconds, limit=5000
-    )
+    try:
+        claimed, parked = claim_feeds(
+            runtime.engine, lease_seconds=settings.fetch_lease_seconds, limit=5000
+        )
+    except RETRYABLE as exc:
+        log.warning("not scheduling feeds this tick: %s", _one_line(exc))
+        return 0
     if parked:
         log.warning("parked feeds %s after repeated unfinished fetches", parked)
     sent: list[int] = []
@@ -51,11 +65,17 @@ def schedule_due_feeds() -> int:
             fetch_feed.delay(target.id)
             sent.append(target.id)
     finally:
+        # A claim whose message never reached the broker is given back at once; if this
+        # fails too, the lease simply expires.
         release_leases(runtime.engine, [t.id for t in claimed if t.id not in set(sent)])
     return len(sent)
 
 
-@shared_task(name="newswatch.fetch_feed", **RETRY)
+# A fetch whose worker process dies is not requeued by the broker (unlike other tasks):
+# its claim's lease expires and the scheduler claims the feed again, counting the
+# unfinished claim, so a feed that kills every worker that fetches it is parked after
+# MAX_UNFINISHED_CLAIMS attempts instead of being redelivered forever.
+@shared_task(name="newswatch.fetch_feed", reject_on_worker_lost=False, **RETRY)
 def fetch_feed(feed_id: int) -> dict[str, Any]:
     """Fetch one feed, store its new entries, and enqueue delivery of new alerts."""
     runtime = get_runtime()
@@ -116,25 +136,38 @@ def deliver_alert(alert_id: int) -> str:
         alert_id,
         max_attempts=runtime.settings.delivery_max_attempts,
         allow_private=runtime.settings.allow_private_addresses,
+        retry=runtime.retry_policy(),
     )
 
 
-@shared_task(name="newswatch.sweep_outbox", **RETRY)
+@shared_task(name="newswatch.sweep_outbox")
 def sweep_outbox() -> int:
-    """Re-enqueue alerts still pending (lost task, crash, retry due) and send due digests."""
-    from datetime import timedelta
+    """Re-enqueue alerts still pending (lost task, crash, retry due) and send due digests.
 
-    from storage.alerts import claim_digests
-
+    Periodic and not retried, like `schedule_due_feeds`: the next tick sweeps again.
+    """
     runtime = get_runtime()
-    ids = due_alert_ids(runtime.engine, min_age=timedelta(seconds=30))
-    for alert_id in ids:
-        deliver_alert.delay(alert_id)
-    for digest in claim_digests(runtime.engine):
-        deliver(
-            runtime.engine,
-            digest,
-            max_attempts=runtime.settings.delivery_max_attempts,
-            allow_private=runtime.settings.allow_private_addresses,
+    settings = runtime.settings
+    retry = runtime.retry_policy()
+    try:
+        ids = due_alert_ids(
+            runtime.engine, min_age=timedelta(seconds=settings.outbox_grace_seconds)
         )
+        for alert_id in ids:
+            deliver_alert.delay(alert_id)
+        for digest in claim_digests(runtime.engine, lease=retry.lease):
+            deliver(
+                runtime.engine,
+                digest,
+                max_attempts=settings.delivery_max_attempts,
+                allow_private=settings.allow_private_addresses,
+                retry=retry,
+            )
+    except RETRYABLE as exc:
+        log.warning("not sweeping the outbox this tick: %s", _one_line(exc))
+        return 0
     return len(ids)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:300] or type(exc).__name__

@@ -12,13 +12,27 @@ import logging
 
 from sqlalchemy import Engine
 
-from storage.alerts import Delivery, claim_delivery, claim_digests, due_alert_ids, finish_delivery
+from storage.alerts import (
+    Delivery,
+    RetryPolicy,
+    claim_delivery,
+    claim_digests,
+    due_alert_ids,
+    finish_delivery,
+)
 from tasks.deliver import send
 
 log = logging.getLogger(__name__)
 
 
-def deliver(engine: Engine, delivery: Delivery, *, max_attempts: int, allow_private: bool) -> str:
+def deliver(
+    engine: Engine,
+    delivery: Delivery,
+    *,
+    max_attempts: int,
+    allow_private: bool,
+    retry: RetryPolicy | None = None,
+) -> str:
     """Send one leased delivery and record the outcome; returns the new status."""
     try:
         error = send(
@@ -31,28 +45,49 @@ def deliver(engine: Engine, delivery: Delivery, *, max_attempts: int, allow_priv
     except Exception as exc:  # an Apprise plugin bug must not lose the alert
         log.exception("sending alerts %s failed unexpectedly", delivery.alert_ids)
         error = f"internal error while sending: {exc}"
-    return finish_delivery(engine, delivery.alert_ids, error=error, max_attempts=max_attempts)
+    if error is not None:
+        log.warning("delivering alerts %s failed: %s", delivery.alert_ids, error)
+    return finish_delivery(
+        engine, delivery.alert_ids, error=error, max_attempts=max_attempts, retry=retry
+    )
 
 
 def deliver_alert_now(
-    engine: Engine, alert_id: int, *, max_attempts: int, allow_private: bool
+    engine: Engine,
+    alert_id: int,
+    *,
+    max_attempts: int,
+    allow_private: bool,
+    retry: RetryPolicy | None = None,
 ) -> str:
     """Send one alert if it is pending and due; returns its status or "skipped"."""
-    delivery = claim_delivery(engine, alert_id)
+    retry = retry or RetryPolicy()
+    delivery = claim_delivery(engine, alert_id, lease=retry.lease)
     if delivery is None:
         return "skipped"
-    return deliver(engine, delivery, max_attempts=max_attempts, allow_private=allow_private)
+    return deliver(
+        engine, delivery, max_attempts=max_attempts, allow_private=allow_private, retry=retry
+    )
 
 
-def deliver_all_due(engine: Engine, *, max_attempts: int, allow_private: bool) -> dict[str, int]:
+def deliver_all_due(
+    engine: Engine,
+    *,
+    max_attempts: int,
+    allow_private: bool,
+    retry: RetryPolicy | None = None,
+) -> dict[str, int]:
     """Send every due immediate alert and every due digest, in this process."""
+    retry = retry or RetryPolicy()
     counts: dict[str, int] = {}
     for alert_id in due_alert_ids(engine):
         status = deliver_alert_now(
-            engine, alert_id, max_attempts=max_attempts, allow_private=allow_private
+            engine, alert_id, max_attempts=max_attempts, allow_private=allow_private, retry=retry
         )
         counts[status] = counts.get(status, 0) + 1
-    for digest in claim_digests(engine):
-        status = deliver(engine, digest, max_attempts=max_attempts, allow_private=allow_private)
+    for digest in claim_digests(engine, lease=retry.lease):
+        status = deliver(
+            engine, digest, max_attempts=max_attempts, allow_private=allow_private, retry=retry
+        )
         counts[status] = counts.get(status, 0) + len(digest.alert_ids)
     return counts

@@ -11,7 +11,7 @@ from datetime import timedelta
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_process_init, worker_process_shutdown
+from celery.signals import worker_init, worker_process_init, worker_process_shutdown
 
 from worker.settings import Settings, get_settings
 
@@ -37,6 +37,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     elif broker_url.startswith(("redis", "rediss")):
         # Must exceed the longest task: an unacked task is redelivered after this.
         transport_options = {"visibility_timeout": TASK_TIME_LIMIT * 3}
+    # Beat keeps its schedule file here; with PostgreSQL nothing else creates the folder.
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
     return {
         "broker_url": broker_url,
         "broker_transport_options": transport_options,
@@ -81,6 +83,17 @@ def create_app(settings: Settings | None = None) -> Celery:
 
 
 app = create_app()
+
+
+@worker_init.connect
+def _no_connections_across_fork(**_: Any) -> None:
+    # The parent (which checked the database before starting Celery) closes its
+    # connections before the pool forks, so no child inherits a database socket.
+    from storage.engine import dispose_engines
+    from worker.runtime import reset_runtime
+
+    reset_runtime()
+    dispose_engines(close=True)
 
 
 @worker_process_init.connect

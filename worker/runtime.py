@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     import httpx
     from sqlalchemy import Engine
 
+    from storage.alerts import RetryPolicy
     from tasks.fetch import FetchPolicy
 
 
@@ -58,6 +59,19 @@ class Runtime:
             max_bytes=s.fetch_max_bytes,
             max_redirects=s.fetch_max_redirects,
             allow_private=s.allow_private_addresses,
+        )
+
+    def retry_policy(self) -> RetryPolicy:
+        """Delivery lease and backoff from the settings."""
+        from datetime import timedelta
+
+        from storage.alerts import RetryPolicy
+
+        s = self.settings
+        return RetryPolicy(
+            lease=timedelta(seconds=s.delivery_lease_seconds),
+            backoff_seconds=s.delivery_backoff_seconds,
+            backoff_max_seconds=s.delivery_backoff_max_seconds,
         )
 
     @property

@@ -56,7 +56,16 @@ class Settings(BaseSettings):
 
     # Delivery
     delivery_max_attempts: int = 8
+    # A failed send is retried after base * 2**(attempts-1) seconds (jittered), capped.
+    delivery_backoff_seconds: float = 5.0
+    delivery_backoff_max_seconds: float = 3600.0
+    # A send in progress leases its alert this long; a worker that died mid-send
+    # leaves the alert to the sweeper once the lease has expired.
+    delivery_lease_seconds: float = 300.0
     outbox_sweep_seconds: float = 30.0
+    # The sweeper leaves a never-attempted alert alone this long after it was stored:
+    # its own deliver task is normally on the way.
+    outbox_grace_seconds: float = 30.0
     webhook_secret: str | None = None
 
     # Worker
