@@ -8,21 +8,26 @@ error on the feed with a backoff; they never raise.
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from collections.abc import Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 import httpx
 from sqlalchemy import Engine
 
+from storage.articles import ingest
 from storage.engine import session_scope
 from storage.feeds import FeedTarget, FetchOutcome, record_fetch
 from storage.models import utcnow
 from tasks.fetch import FetchPolicy, FetchResult, fetch_url
 from tasks.models import RawEntry
 from tasks.parse import parse_feed
-from tasks.pipeline import Matchers, process_entries
+from tasks.pipeline import Matchers, prepare
 
 log = logging.getLogger(__name__)
+
+# Entries stored in one transaction by `poll_targets` (a few feeds' worth).
+GROUP_ENTRIES = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,28 +115,65 @@ def store_download(
     threshold: float,
     max_backoff: int,
 ) -> PollReport:
-    """Run a download's entries through the pipeline, then record the fetch on the feed.
+    """Run a download's entries through the pipeline, then record the fetch on the feed."""
+    return store_downloads(engine, matchers, [item], threshold=threshold, max_backoff=max_backoff)[
+        0
+    ]
 
-    The fetch (and its new ETag) is recorded only after the entries are stored, so a
-    crash in between makes the next poll fetch them again instead of losing them.
+
+def store_downloads(
+    engine: Engine,
+    matchers: Matchers,
+    items: Sequence[Download],
+    *,
+    threshold: float,
+    max_backoff: int,
+) -> list[PollReport]:
+    """Store several downloads and record their fetches in one transaction.
+
+    The pure work (normalize, fingerprint, tag, match) runs first, outside the write
+    lock; then one transaction stores every feed's entries and records each fetch (and
+    its new ETag) with them, so a crash loses neither half: the next poll fetches again.
+    One commit per group instead of two per feed: a commit cost ~1.7 ms on SQLite,
+    as much as storing one article (benchmarks/ingest.py).
     """
-    target, outcome = item.target, item.outcome
-    report = PollReport(target.id, target.url, outcome.status, outcome.error, len(item.entries))
-    if item.entries:
-        result = process_entries(
-            engine,
-            matchers,
-            item.entries,
-            origin=f"feed:{target.id}",
-            feed_id=target.id,
-            threshold=threshold,
-        )
-        report.stored = len(result.stored)
-        report.duplicates = len(result.duplicates)
-        report.alerts = result.alerts
+    prepared = [prepare(item.entries, matchers) if item.entries else [] for item in items]
+    reports = []
+    now = utcnow()
     with session_scope(engine) as session:
-        record_fetch(session, target.id, outcome, max_backoff=max_backoff, now=utcnow())
-    return report
+        for item, batch in zip(items, prepared, strict=True):
+            target, outcome = item.target, item.outcome
+            report = PollReport(
+                target.id, target.url, outcome.status, outcome.error, len(item.entries)
+            )
+            if batch:
+                result = ingest(
+                    engine,
+                    origin=f"feed:{target.id}",
+                    feed_id=target.id,
+                    items=batch,
+                    threshold=threshold,
+                    session=session,
+                )
+                report.stored = len(result.stored)
+                report.duplicates = len(result.duplicates)
+                report.alerts = result.alerts
+            record_fetch(session, target.id, outcome, max_backoff=max_backoff, now=now)
+            reports.append(report)
+    return reports
+
+
+def _groups(items: list[Download], max_entries: int) -> Iterator[list[Download]]:
+    group: list[Download] = []
+    size = 0
+    for item in items:
+        if group and size + len(item.entries) > max_entries:
+            yield group
+            group, size = [], 0
+        group.append(item)
+        size += len(item.entries)
+    if group:
+        yield group
 
 
 def poll_targets(
@@ -145,13 +187,21 @@ def poll_targets(
     threshold: float,
     max_backoff: int,
 ) -> list[PollReport]:
-    """Fetch many feeds concurrently (bounded) and store them one by one as they arrive."""
-    reports = []
+    """Fetch many feeds concurrently (bounded) and store them in groups as they arrive.
+
+    Every download finished by the time the previous group is stored joins the next
+    group (at most GROUP_ENTRIES entries), so a slow feed never holds the others back
+    and a fast burst is stored in one transaction.
+    """
+    reports: list[PollReport] = []
     with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
-        futures = [pool.submit(download, t, policy, client) for t in targets]
-        for future in as_completed(futures):
-            item = future.result()
-            reports.append(
-                store_download(engine, matchers, item, threshold=threshold, max_backoff=max_backoff)
-            )
+        pending = {pool.submit(download, t, policy, client) for t in targets}
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for group in _groups([f.result() for f in done], GROUP_ENTRIES):
+                reports.extend(
+                    store_downloads(
+                        engine, matchers, group, threshold=threshold, max_backoff=max_backoff
+                    )
+                )
     return reports

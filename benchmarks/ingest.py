@@ -1,0 +1,261 @@
+"""End-to-end ingest over local HTTP: `newswatch poll` beside lemon24/reader, same feeds, same run.
+
+Ingest A: 200 feeds x 10 entries, the real BBC News articles of ``corpora/news/bbc``
+(entry ``i*10+j`` is article ``i*10+j`` in category/file order), each feed an RSS 2.0
+file with the article as HTML paragraphs, served by a local ThreadingHTTPServer (own
+process, HTTP/1.1 keep-alive, strong ETags). From a fresh store with one rule, timed:
+
+- newswatch in-process: ``worker.bootstrap.poll_now`` (what ``newswatch poll`` runs);
+- newswatch CLI: ``newswatch poll`` in a subprocess (interpreter start included);
+- reader 3.26: ``make_reader(path)``, ``add_feed`` each, ``update_feeds(workers=4)``.
+
+Ingest B: 1,000 feeds x 50 entries: the 2,225 real articles, then 47,775 generated
+*mixes* (paragraphs drawn with a seeded RNG from the whole corpus, as many as a real
+article has; see ``benchmarks/_common.py``), so that each entry is a new story for the
+near-duplicate detector instead of a repeat of one of the 2,225 (a repeat would be a
+duplicate to newswatch, cheaper than new content and not what reader sees). Timed: the
+first pass (all new) and an unchanged pass (every feed made due again; all 304).
+
+newswatch does more than reader per entry: normalize, exact and near-duplicate look-up,
+topic tagging, rule matching, alerts; reader fetches, parses and stores. The ratio is
+newswatch time / reader time in this run (goal <= 1.0).
+
+    python benchmarks/ingest.py [--corpora PATH] [--json PATH] [--quick] [--only A|B]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks._common import (
+    DEFAULT_CORPORA,
+    FeedServer,
+    load_bbc,
+    machine,
+    make_entries,
+    newswatch_bin,
+    newswatch_env,
+    table,
+    write_feeds,
+    write_json,
+)
+
+RULE_NAME = "bench"
+RULE_QUERY = '"prime minister" OR election OR (profits AND NOT football)'
+
+
+def _newswatch_store(data_dir: Path, urls: list[str]) -> tuple[Any, Any]:
+    """A fresh newswatch store with the feeds and one rule; returns (settings, engine)."""
+    from storage.engine import get_engine
+    from storage.feeds import add_feeds
+    from storage.rules import add_rule
+    from worker.bootstrap import initialize
+    from worker.runtime import reset_runtime
+    from worker.settings import Settings
+
+    reset_runtime()
+    settings = Settings(data_dir=data_dir, allow_private_addresses=True)
+    engine = get_engine(settings.resolved_database_url())
+    initialize(settings, engine)
+    add_feeds(engine, [(u, None) for u in urls], interval_seconds=900)
+    add_rule(engine, name=RULE_NAME, query=RULE_QUERY, topics=[], channels=[])
+    return settings, engine
+
+
+def _counts(engine: Any) -> dict[str, int]:
+    from sqlalchemy import text
+
+    with engine.connect() as conn:
+        return {
+            "articles": conn.execute(text("SELECT count(*) FROM article")).scalar_one(),
+            "duplicates": conn.execute(
+                text("SELECT count(*) FROM article WHERE duplicate_of IS NOT NULL")
+            ).scalar_one(),
+            "alerts": conn.execute(text("SELECT count(*) FROM alert")).scalar_one(),
+            "feed_errors": conn.execute(
+                text("SELECT count(*) FROM feed WHERE last_error IS NOT NULL")
+            ).scalar_one(),
+        }
+
+
+def _make_due(engine: Any) -> None:
+    from sqlalchemy import text
+
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE feed SET next_poll_at = '2000-01-01 00:00:00'"))
+
+
+def newswatch_inprocess(data_dir: Path, urls: list[str], unchanged: bool) -> dict[str, Any]:
+    """Time poll_now from a fresh store (and, if asked, a second, unchanged pass)."""
+    from worker.bootstrap import poll_now
+
+    settings, engine = _newswatch_store(data_dir, urls)
+    t0 = time.perf_counter()
+    reports, _ = poll_now(settings, engine, [])
+    first = time.perf_counter() - t0
+    out: dict[str, Any] = {"seconds": first, "feeds": len(reports), **_counts(engine)}
+    out["entries"] = sum(r.entries for r in reports)
+    if unchanged:
+        _make_due(engine)
+        t0 = time.perf_counter()
+        reports, _ = poll_now(settings, engine, [])
+        out["unchanged_seconds"] = time.perf_counter() - t0
+        out["unchanged_statuses"] = sorted({str(r.status) for r in reports})
+    engine.dispose()
+    return out
+
+
+def newswatch_cli(data_dir: Path, urls: list[str]) -> dict[str, Any]:
+    """Time `newswatch poll` in a subprocess (setup through the CLI, untimed)."""
+    env = newswatch_env(data_dir)
+    exe = newswatch_bin()
+    opml = data_dir.parent / f"{data_dir.name}.opml"
+    body = "".join(f'<outline type="rss" text="f{i}" xmlUrl="{u}"/>' for i, u in enumerate(urls))
+    opml.write_text(f'<?xml version="1.0"?><opml version="2.0"><body>{body}</body></opml>')
+    run = {"env": env, "check": True, "stdout": subprocess.DEVNULL, "stderr": subprocess.PIPE}
+    subprocess.run([exe, "init"], **run)  # type: ignore[call-overload]
+    subprocess.run([exe, "feeds", "import", str(opml)], **run)  # type: ignore[call-overload]
+    subprocess.run([exe, "rules", "add", RULE_NAME, "--query", RULE_QUERY], **run)  # type: ignore[call-overload]
+    t0 = time.perf_counter()
+    subprocess.run([exe, "poll", "--format", "json"], **run)  # type: ignore[call-overload]
+    return {"seconds": time.perf_counter() - t0}
+
+
+def reader_run(path: Path, urls: list[str], unchanged: bool, workers: int = 4) -> dict[str, Any]:
+    """Time reader's update_feeds(workers=4) on the same feeds."""
+    from reader import make_reader
+
+    reader = make_reader(str(path))
+    for url in urls:
+        reader.add_feed(url)
+    t0 = time.perf_counter()
+    reader.update_feeds(workers=workers, scheduled=False)
+    out: dict[str, Any] = {"seconds": time.perf_counter() - t0}
+    out["entries"] = reader.get_entry_counts().total
+    if unchanged:
+        t0 = time.perf_counter()
+        reader.update_feeds(workers=workers, scheduled=False)
+        out["unchanged_seconds"] = time.perf_counter() - t0
+    reader.close()
+    return out
+
+
+def _timed(label: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    print(f"  {label} ...", end="", flush=True)
+    result = fn()
+    print(f" {result['seconds']:.2f} s", flush=True)
+    return result
+
+
+def scenario(
+    name: str,
+    tmp: Path,
+    entries: list[Any],
+    feeds: int,
+    per_feed: int,
+    *,
+    unchanged: bool,
+    cli: bool,
+) -> dict[str, Any]:
+    """Serve `feeds` x `per_feed` entries and time newswatch and reader on them."""
+    folder = tmp / f"feeds-{name}"
+    names = write_feeds(folder, entries, feeds, per_feed, prefix=name.lower())
+    print(f"Ingest {name}: {feeds} feeds x {per_feed} entries")
+    with FeedServer(folder) as server:
+        urls = [server.url(n) for n in names]
+        nw = _timed(
+            "newswatch poll (in-process)",
+            lambda: newswatch_inprocess(tmp / f"nw-{name}", urls, unchanged),
+        )
+        rd = _timed(
+            "reader update_feeds(workers=4)",
+            lambda: reader_run(tmp / f"{name}.sqlite", urls, unchanged),
+        )
+        out: dict[str, Any] = {
+            "feeds": feeds,
+            "entries_per_feed": per_feed,
+            "newswatch": nw,
+            "reader": rd,
+            "ratio": nw["seconds"] / rd["seconds"],
+        }
+        if cli:
+            out["newswatch_cli"] = _timed(
+                "newswatch poll (CLI subprocess)", lambda: newswatch_cli(tmp / f"cli-{name}", urls)
+            )
+            out["ratio_cli"] = out["newswatch_cli"]["seconds"] / rd["seconds"]
+        if unchanged:
+            out["unchanged_ratio"] = nw["unchanged_seconds"] / rd["unchanged_seconds"]
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run Ingest A and B, print the table, write JSON."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--corpora", type=Path, default=DEFAULT_CORPORA)
+    ap.add_argument("--json", type=Path, default=None, help="write results here")
+    ap.add_argument("--quick", action="store_true", help="smaller sizes (50x10 and 100x50)")
+    ap.add_argument("--only", choices=["A", "B"], default=None)
+    ap.add_argument("--no-cli", action="store_true", help="skip the CLI subprocess timing")
+    args = ap.parse_args(argv)
+
+    articles = load_bbc(args.corpora)
+    a_feeds, b_feeds = (50, 100) if args.quick else (200, 1000)
+    results: dict[str, Any] = {"benchmark": "ingest", "machine": machine(), "quick": args.quick}
+    with tempfile.TemporaryDirectory(prefix="nw-ingest-") as tmpname:
+        tmp = Path(tmpname)
+        os.environ.setdefault("NEWSWATCH_ALLOW_PRIVATE_ADDRESSES", "1")
+        if args.only in (None, "A"):
+            results["A"] = scenario(
+                "A", tmp, articles, a_feeds, 10, unchanged=False, cli=not args.no_cli
+            )
+        if args.only in (None, "B"):
+            entries = make_entries(articles, b_feeds * 50)
+            results["B"] = scenario("B", tmp, entries, b_feeds, 50, unchanged=True, cli=False)
+
+    rows = []
+    for key in ("A", "B"):
+        r = results.get(key)
+        if not r:
+            continue
+        n = r["feeds"] * r["entries_per_feed"]
+        nw, rd = r["newswatch"], r["reader"]
+        label = f"{key}: {r['feeds']}x{r['entries_per_feed']} new"
+        rows.append((label, "newswatch poll", nw["seconds"], n / nw["seconds"], r["ratio"]))
+        if "newswatch_cli" in r:
+            s = r["newswatch_cli"]["seconds"]
+            rows.append((label, "newswatch poll (CLI)", s, n / s, r["ratio_cli"]))
+        rows.append((label, "reader", rd["seconds"], n / rd["seconds"], 1.0))
+        if "unchanged_seconds" in nw:
+            label = f"{key}: {r['feeds']} feeds unchanged (304)"
+            rows.append(
+                (label, "newswatch poll", nw["unchanged_seconds"], None, r["unchanged_ratio"])
+            )
+            rows.append((label, "reader", rd["unchanged_seconds"], None, 1.0))
+    print()
+    print(table(["scenario", "system", "seconds", "entries/s", "ratio vs reader"], rows))
+    for key in ("A", "B"):
+        if key in results:
+            nw = results[key]["newswatch"]
+            print(
+                f"{key}: newswatch stored {nw['articles']} articles "
+                f"({nw['duplicates']} duplicates), "
+                f"{nw['alerts']} alerts, {nw['feed_errors']} feed errors; "
+                f"reader stored {results[key]['reader']['entries']} entries"
+            )
+    print("goals: A ratio <= 1.0; B new <= 10 s; B unchanged <= 1 s")
+    write_json(args.json, results)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
