@@ -206,16 +206,16 @@ def post_signed_json(
     )
     # The guarded backend reads the permission from a context variable (set per call,
     # as fetch_url does), because one client may serve threads with different policies.
-    token = fetch._allow_private.set(allow_private)
     try:
-        with closing(fetch.make_client(policy)) as client:
+        with (
+            fetch.private_addresses_allowed(allow_private),
+            closing(fetch.make_client(policy)) as client,
+        ):
             response = client.request(method, url, content=content, headers=headers, auth=auth)
     except httpx.HTTPError as exc:
         return f"request failed: {' '.join(str(exc).split()) or type(exc).__name__}"
     except fetch.FetchError as exc:
         return str(exc)
-    finally:
-        fetch._allow_private.reset(token)
     if 200 <= response.status_code < 300:
         return None
     return f"HTTP {response.status_code} {response.reason_phrase}".strip()

@@ -147,6 +147,17 @@ _allow_private: ContextVar[bool] = ContextVar("newswatch_allow_private", default
 _deadline: ContextVar[float | None] = ContextVar("newswatch_deadline", default=None)
 
 
+@contextlib.contextmanager
+def private_addresses_allowed(allowed: bool) -> Iterator[None]:
+    """Within this block, requests through a guarded client may (or may not) reach
+    private addresses: for callers that use the client directly, not via `fetch_url`."""
+    token = _allow_private.set(allowed)
+    try:
+        yield
+    finally:
+        _allow_private.reset(token)
+
+
 def _clamp(timeout: float | None, exc: type[Exception]) -> float | None:
     """The socket timeout to use: at most the time left before the total deadline."""
     deadline = _deadline.get()

@@ -224,3 +224,19 @@ def test_users_own_topics_file(cli: Any, tmp_path: Path) -> None:
     assert "not found" in one_line_error(
         cli("--topics-file", str(tmp_path / "nope.toml"), "topics", "list")
     )
+
+
+def test_secret_needs_a_signed_channel(cli: Any) -> None:
+    cli("init")
+    line = one_line_error(
+        cli("rules", "add", "s", "--query", "a", "--notify", "ntfy://topic", "--secret", "x")
+    )
+    assert "json://" in line
+
+
+def test_fetch_task_ends_before_its_lease() -> None:
+    from worker.app import celery_config
+    from worker.settings import Settings
+
+    config = celery_config(Settings(fetch_lease_seconds=120, data_dir=Path("/tmp/nw-lease")))
+    assert config["task_annotations"]["newswatch.fetch_feed"]["time_limit"] < 120

@@ -55,6 +55,14 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_prefetch_multiplier": 1,
         "task_time_limit": TASK_TIME_LIMIT,
         "task_soft_time_limit": TASK_TIME_LIMIT - 30,
+        # A fetch must end before its feed's lease does, or the feed could be claimed
+        # and fetched a second time while the first fetch still runs.
+        "task_annotations": {
+            "newswatch.fetch_feed": {
+                "time_limit": max(30, settings.fetch_lease_seconds - 10),
+                "soft_time_limit": max(20, settings.fetch_lease_seconds - 30),
+            }
+        },
         "worker_max_tasks_per_child": 1000,
         "beat_schedule_filename": str(settings.data_dir / "celerybeat-schedule"),
         "beat_schedule": {

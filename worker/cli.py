@@ -308,6 +308,8 @@ def rules_add(
             raise InvalidInput(f"unknown topic {slug!r} (see `newswatch topics list`)")
     channels = list(notify or [])
     _check_channels(channels)
+    if secret and not any(c.lower().startswith(("json://", "jsons://")) for c in channels):
+        raise InvalidInput("--secret signs json:// and jsons:// webhooks; this rule has none")
     record = add_rule(
         engine,
         name=name,
@@ -442,6 +444,7 @@ def alerts_redeliver(alert_id: int) -> None:
     """Send an alert again (e.g. after it failed), in this process."""
     from storage.alerts import redeliver
     from tasks.outbox import deliver_alert_now
+    from worker.runtime import get_runtime
 
     settings = _settings()
     engine = _engine()
@@ -451,6 +454,7 @@ def alerts_redeliver(alert_id: int) -> None:
         alert_id,
         max_attempts=settings.delivery_max_attempts,
         allow_private=settings.allow_private_addresses,
+        retry=get_runtime(settings).retry_policy(),
     )
     typer.echo(f"alert {alert_id}: {status}")
     if status not in ("delivered", "skipped"):
@@ -619,10 +623,14 @@ def topics_explain(article_id: int, fmt: FormatOption = OutputFormat.table) -> N
 # --------------------------------------------------------------------------- worker
 
 
-def _celery_argv(kind: str, concurrency: int | None, loglevel: str) -> list[str]:
+def _celery_argv(
+    kind: str, concurrency: int | None, loglevel: str, hostname: str | None = None
+) -> list[str]:
     settings = _settings()
     argv = [kind, f"--loglevel={loglevel}"]
     if kind == "worker":
+        if hostname:
+            argv.append(f"--hostname={hostname}")
         if concurrency or settings.worker_concurrency:
             argv.append(f"--concurrency={concurrency or settings.worker_concurrency}")
         if settings.resolved_broker_url().startswith("filesystem"):
@@ -635,12 +643,15 @@ def _celery_argv(kind: str, concurrency: int | None, loglevel: str) -> list[str]
 def worker(
     concurrency: Annotated[int | None, typer.Option(help="Worker processes.")] = None,
     loglevel: Annotated[str, typer.Option(help="Log level.")] = "INFO",
+    hostname: Annotated[
+        str | None, typer.Option(help="Node name, e.g. worker2@%h, when several run on one host.")
+    ] = None,
 ) -> None:
     """Run a Celery worker (fetch, process, deliver)."""
     from worker.app import app as celery_app
 
     _engine()
-    celery_app.worker_main(_celery_argv("worker", concurrency, loglevel))
+    celery_app.worker_main(_celery_argv("worker", concurrency, loglevel, hostname))
 
 
 @app.command()
