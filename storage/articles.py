@@ -242,12 +242,11 @@ def ingest(
             }
     if tag_rows:
         conn.execute(stmts.tag, tag_rows)
-    for row in alert_rows.values():
-        # One statement per alert: its id is needed, and a (rule, story) pair stored by
-        # an earlier batch or another worker is skipped by the unique constraint.
-        alert_id = conn.execute(stmts.alert, row).scalar()
-        if alert_id is not None:
-            result.alerts.append(alert_id)
+    if alert_rows:
+        # One executemany (batched into multi-row INSERTs by SQLAlchemy); a (rule, story)
+        # pair stored by an earlier batch or another worker is skipped by the unique
+        # constraint and returns no id.
+        result.alerts.extend(conn.execute(stmts.alert, list(alert_rows.values())).scalars())
     return result
 
 
