@@ -30,7 +30,13 @@ from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
-from tests.servers import FeedServer, feed_server, free_port, postgres_bindir, wait_for_port
+from tests.servers import (
+    FeedServer,
+    ManagedRedis,
+    feed_server,
+    free_port,
+    postgres_bindir,
+)
 
 PROJECT = Path(__file__).resolve().parent.parent
 # Worker log lines that must never appear: a lock or constraint error surfacing as a
@@ -125,54 +131,6 @@ def child_pids(pid: int) -> list[int]:
 
 
 # --------------------------------------------------------------------------- servers
-
-
-class ManagedRedis:
-    """A redis-server on a fixed loopback port that can be killed and restarted empty."""
-
-    def __init__(self) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise RuntimeError("redis-server is not installed")
-        self.binary = binary
-        self.port = free_port()
-        self.workdir = tempfile.mkdtemp(prefix="nw-faults-redis-")
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        # No persistence: a restart comes back empty, like a lost broker.
-        self.proc = subprocess.Popen(
-            [
-                self.binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                self.workdir,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_for_port(self.port)
-
-    def kill(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-            self.proc = None
-
-    def close(self) -> None:
-        self.kill()
-        shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 class ManagedPostgres:
