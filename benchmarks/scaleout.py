@@ -1,0 +1,378 @@
+"""Ingest B through real Celery workers on a real Redis: entries/s, scaling, alert latency, RSS.
+
+Starts ``/usr/bin/redis-server`` on a free loopback port and the feed server of
+``benchmarks/_common.py`` (1,000 feeds x 50 entries, as in Ingest B of
+``benchmarks/ingest.py``; ``--quick``: 100 feeds). For each N in 1, 2, 4, on a fresh
+SQLite store with one rule:
+
+1. ``newswatch worker --concurrency N`` as a subprocess (NEWSWATCH_BROKER_URL=redis://...);
+2. `tasks.jobs.schedule_due_feeds` is called once (in a subprocess, standing in for beat)
+   and enqueues one ``fetch_feed`` per feed; entries/s = entries / (last feed's
+   ``last_polled_at`` - the call's start);
+3. alert latency: K feeds get a 2 s poll interval and a ticker calls
+   ``schedule_due_feeds`` every second (beat's tick, shortened); every 0.5 s one feed's
+   file is rewritten with a new entry matching the rule; latency = the alert row's
+   ``created_at`` - the moment the file was replaced. It includes the wait for the next
+   poll (<= 2 s) and the next tick (<= 1 s): that is what a user sees at that interval;
+4. peak RSS of each worker process (psutil, sampled every 0.2 s) during step 2.
+
+The scaling factor is entries/s at N over entries/s at N=1, measured in the same run.
+
+    python benchmarks/scaleout.py [--corpora PATH] [--json PATH] [--quick] [--workers 1,2,4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks._common import (
+    DEFAULT_CORPORA,
+    FeedServer,
+    NewsArticle,
+    free_port,
+    load_bbc,
+    machine,
+    make_entries,
+    newswatch_bin,
+    newswatch_env,
+    replace_file,
+    rss_document,
+    table,
+    write_feeds,
+    write_json,
+)
+
+REDIS = "/usr/bin/redis-server"
+MARKER = "zanzibarquux"
+RULE_QUERY = f"{MARKER} OR election"
+CHANGED_FEEDS = 20
+CHANGE_EVERY = 0.5
+FAST_INTERVAL = 2
+TICK = 1.0
+
+TICKER = """
+import sys, time
+import worker.app  # noqa: F401  (configures the Celery app the tasks use)
+from tasks.jobs import schedule_due_feeds
+ticks, every = int(sys.argv[1]), float(sys.argv[2])
+for i in range(ticks):
+    started = time.time()
+    sent = schedule_due_feeds()
+    print(started, sent, flush=True)
+    if i + 1 < ticks:
+        time.sleep(max(0.0, every - (time.time() - started)))
+"""
+
+
+def _setup_store(data_dir: Path, urls: list[str]) -> None:
+    """A fresh store with the feeds and the rule, through the library (untimed)."""
+    code = (
+        "import sys, json\n"
+        "from worker.runtime import get_runtime\n"
+        "from worker.bootstrap import initialize\n"
+        "from storage.feeds import add_feeds\n"
+        "from storage.rules import add_rule\n"
+        "rt = get_runtime(); initialize(rt.settings, rt.engine)\n"
+        "urls = json.load(sys.stdin)\n"
+        "add_feeds(rt.engine, [(u, None) for u in urls], interval_seconds=900)\n"
+        f"add_rule(rt.engine, name='bench', query={RULE_QUERY!r}, topics=[], channels=[])\n"
+    )
+    import json
+
+    subprocess.run(
+        [sys.executable, "-c", code],
+        input=json.dumps(urls),
+        text=True,
+        env=newswatch_env(data_dir),
+        check=True,
+    )
+
+
+def _db(data_dir: Path) -> Any:
+    import sqlite3
+
+    conn = sqlite3.connect(data_dir / "newswatch.db", timeout=60)
+    return conn
+
+
+def _epoch(value: str) -> float:
+    return datetime.fromisoformat(value).replace(tzinfo=UTC).timestamp()
+
+
+def _tree_rss(proc: Any) -> list[int]:
+    import psutil
+
+    out = []
+    try:
+        for p in [proc, *proc.children(recursive=True)]:
+            with contextlib.suppress(psutil.Error):
+                out.append(p.memory_info().rss)
+    except psutil.Error:
+        pass
+    return out
+
+
+def _wait_ready(log: Path, timeout: float = 90) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if log.exists() and " ready." in log.read_text(errors="replace"):
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"worker not ready after {timeout} s; see {log}")
+
+
+def run_one(
+    n: int,
+    tmp: Path,
+    server: FeedServer,
+    names: list[str],
+    entries: list[NewsArticle],
+    redis_url: str,
+    timeout: float,
+) -> dict[str, Any]:
+    """One worker with concurrency n: Ingest B, then alert latency."""
+    import psutil
+    import redis
+
+    redis.Redis.from_url(redis_url).flushall()
+    data_dir = tmp / f"nw-{n}"
+    urls = [server.url(x) for x in names]
+    _setup_store(data_dir, urls)
+    env = newswatch_env(data_dir, NEWSWATCH_BROKER_URL=redis_url)
+    log = tmp / f"worker-{n}.log"
+    with log.open("w") as out:
+        worker = subprocess.Popen(
+            [newswatch_bin(), "worker", "--concurrency", str(n), "--loglevel", "INFO"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        _wait_ready(log)
+        wproc = psutil.Process(worker.pid)
+        ticker = subprocess.run(
+            [sys.executable, "-c", TICKER, "1", "0"],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        if ticker.returncode:
+            raise RuntimeError(f"schedule_due_feeds failed: {ticker.stderr[-2000:]}")
+        started = float(ticker.stdout.split()[0])
+        peak_proc = peak_total = 0
+        db = _db(data_dir)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            rss = _tree_rss(wproc)
+            if rss:
+                peak_proc, peak_total = max(peak_proc, *rss), max(peak_total, sum(rss))
+            done = db.execute("SELECT count(*) FROM feed WHERE last_polled_at IS NOT NULL")
+            if done.fetchone()[0] >= len(names):
+                break
+            time.sleep(0.2)
+        last, polled = db.execute(
+            "SELECT max(last_polled_at), count(last_polled_at) FROM feed"
+        ).fetchone()
+        seconds = _epoch(last) - started
+        stored = db.execute("SELECT count(*) FROM article WHERE origin LIKE 'feed:%'").fetchone()[0]
+        errors = db.execute("SELECT count(*) FROM feed WHERE last_error IS NOT NULL").fetchone()[0]
+        result: dict[str, Any] = {
+            "workers": n,
+            "feeds_polled": polled,
+            "seconds": seconds,
+            "entries": len(names) * 50,
+            "entries_per_s": len(names) * 50 / seconds,
+            "stored": stored,
+            "feed_errors": errors,
+            "peak_rss_mb_per_process": peak_proc / 2**20,
+            "peak_rss_mb_all_processes": peak_total / 2**20,
+        }
+        result["latency"] = _latency(db, env, server, names, entries)
+        db.close()
+        return result
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        try:
+            worker.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait(10)
+
+
+def _latency(
+    db: Any, env: dict[str, str], server: FeedServer, names: list[str], entries: list[NewsArticle]
+) -> dict[str, Any]:
+    """Change CHANGED_FEEDS feeds one by one; time from each change to its alert row."""
+    step = max(1, len(names) // CHANGED_FEEDS)
+    chosen = list(range(0, len(names), step))[:CHANGED_FEEDS]
+    ids = [i + 1 for i in chosen]  # feeds were added in order: id = index + 1
+    marks = ",".join(str(i) for i in ids)
+    db.execute(
+        f"UPDATE feed SET interval_seconds = {FAST_INTERVAL}, "
+        f"next_poll_at = '2000-01-01 00:00:00' WHERE id IN ({marks})"
+    )
+    db.commit()
+    duration = CHANGED_FEEDS * CHANGE_EVERY + 15
+    ticker = subprocess.Popen(
+        [sys.executable, "-c", TICKER, str(int(duration / TICK)), str(TICK)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    changed: dict[str, float] = {}
+    try:
+        for k, i in enumerate(chosen):
+            fresh = NewsArticle(
+                f"change/{k}",
+                f"{MARKER.title()} update {k}",
+                (
+                    f"A {MARKER} report, number {k}.",
+                    *entries[-1 - k].paragraphs,
+                ),
+            )
+            items = [(f"change-{k}", fresh)] + [
+                (f"b{i}-{j}", entries[i * 50 + j]) for j in range(49)
+            ]
+            doc = rss_document(f"Feed {i}", f"http://bench/{i}", items, i)
+            replace_file(server.folder / names[i], doc)
+            changed[f"change-{k}"] = time.time()
+            time.sleep(CHANGE_EVERY)
+        deadline = time.time() + 20
+        rows: list[tuple[str, str]] = []
+        while time.time() < deadline:
+            rows = db.execute(
+                "SELECT article.guid, alert.created_at FROM alert JOIN article "
+                "ON article.id = alert.article_id WHERE article.guid LIKE 'change-%'"
+            ).fetchall()
+            if len(rows) >= len(changed):
+                break
+            time.sleep(0.2)
+    finally:
+        ticker.terminate()
+        ticker.wait(10)
+    lat = sorted(_epoch(created) - changed[guid] for guid, created in rows if guid in changed)
+    return {
+        "changed": len(changed),
+        "alerted": len(lat),
+        "poll_interval_s": FAST_INTERVAL,
+        "tick_s": TICK,
+        "p50_s": statistics.median(lat) if lat else None,
+        "p95_s": lat[min(len(lat) - 1, int(len(lat) * 0.95))] if lat else None,
+        "max_s": lat[-1] if lat else None,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the scale-out benchmark, print the table, write JSON."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--corpora", type=Path, default=DEFAULT_CORPORA)
+    ap.add_argument("--json", type=Path, default=None, help="write results here")
+    ap.add_argument("--quick", action="store_true", help="100 feeds instead of 1,000")
+    ap.add_argument("--workers", default="1,2,4", help="worker concurrencies to run")
+    ap.add_argument("--timeout", type=float, default=300.0, help="per run, seconds")
+    args = ap.parse_args(argv)
+    if not Path(REDIS).exists() and not shutil.which("redis-server"):
+        print("scaleout: redis-server not installed; skipped", file=sys.stderr)
+        return 0
+
+    feeds = 100 if args.quick else 1000
+    articles = load_bbc(args.corpora)
+    # The last CHANGED_FEEDS mixes are never served at first: they are the new stories.
+    entries = make_entries(articles, feeds * 50 + CHANGED_FEEDS)
+    results: dict[str, Any] = {"benchmark": "scaleout", "machine": machine(), "quick": args.quick}
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="nw-scaleout-") as tmpname:
+        tmp = Path(tmpname)
+        port = free_port()
+        redis_proc = subprocess.Popen(
+            [
+                REDIS if Path(REDIS).exists() else "redis-server",
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:
+            names = write_feeds(tmp / "feeds", entries, feeds, 50, prefix="b")
+            with FeedServer(tmp / "feeds") as server:
+                for n in (int(x) for x in args.workers.split(",")):
+                    print(
+                        f"scaleout: {feeds} feeds x 50 entries, worker --concurrency {n} ...",
+                        flush=True,
+                    )
+                    run = run_one(
+                        n, tmp, server, names, entries, f"redis://127.0.0.1:{port}/0", args.timeout
+                    )
+                    # The latency phase rewrote some feeds: restore them for the next run.
+                    names = write_feeds(tmp / "feeds", entries, feeds, 50, prefix="b")
+                    runs.append(run)
+                    print(f"  {run['seconds']:.1f} s, {run['entries_per_s']:,.0f} entries/s")
+        finally:
+            redis_proc.terminate()
+            redis_proc.wait(10)
+    base = runs[0]["entries_per_s"] if runs else 1.0
+    for r in runs:
+        r["scaling"] = r["entries_per_s"] / base
+    results["runs"] = runs
+    print()
+    print(
+        table(
+            [
+                "workers",
+                "seconds",
+                "entries/s",
+                "scaling",
+                "alert p50 s",
+                "alert p95 s",
+                "peak RSS/proc MB",
+                "RSS all MB",
+                "errors",
+            ],
+            [
+                (
+                    r["workers"],
+                    r["seconds"],
+                    r["entries_per_s"],
+                    r["scaling"],
+                    r["latency"]["p50_s"],
+                    r["latency"]["p95_s"],
+                    r["peak_rss_mb_per_process"],
+                    r["peak_rss_mb_all_processes"],
+                    r["feed_errors"],
+                )
+                for r in runs
+            ],
+        )
+    )
+    print(
+        f"alert latency: {CHANGED_FEEDS} changed feeds polled every {FAST_INTERVAL} s, "
+        f"scheduler tick {TICK} s; goal: peak RSS < 300 MB per worker process"
+    )
+    write_json(args.json, results)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
