@@ -240,3 +240,19 @@ def test_fetch_task_ends_before_its_lease() -> None:
 
     config = celery_config(Settings(fetch_lease_seconds=120, data_dir=Path("/tmp/nw-lease")))
     assert config["task_annotations"]["newswatch.fetch_feed"]["time_limit"] < 120
+
+
+def test_terminal_escapes_from_feeds_never_reach_the_terminal(cli: Any, tmp_path: Path) -> None:
+    cli("init")
+    cli("rules", "add", "jeju", "--query", "Jeju")
+    page = tmp_path / "evil.txt"
+    page.write_text(
+        "Drills off Jeju \x1b]0;pwned\x07\x1b[31mred\x1b[0m\n\n"
+        "The navies held drills off Jeju on Sunday \x1b[2J with \x9b31m more ships than last year.\n"
+    )
+    assert cli("ingest", str(page)).code == 0
+    for fmt in ("table", "json", "csv"):
+        for args in (("alerts", "list"), ("articles", "list")):
+            out = cli(*args, "--format", fmt).out
+            assert "\x1b" not in out and "\x07" not in out and "\x9b" not in out, (args, fmt)
+    assert "Jeju" in cli("alerts", "list", "--format", "json").out

@@ -27,6 +27,9 @@ class OutputFormat(StrEnum):
 
 
 def _plain(value: Any) -> Any:
+    """JSON-ready value; strings lose terminal control sequences (feeds are untrusted)."""
+    if isinstance(value, str):
+        return strip_terminal_controls(value)
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, dict):
