@@ -163,6 +163,7 @@ def poll_now(
         concurrency=settings.fetch_concurrency,
         threshold=settings.near_duplicate_threshold,
         max_backoff=settings.max_backoff_seconds,
+        processes=settings.resolved_poll_processes(),
     )
     delivered = deliver_all_due(
         engine,

@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     fetch_max_bytes: int = 10 * 1024 * 1024
     fetch_max_redirects: int = 5
     fetch_concurrency: int = 10
+    # Processes that parse and prepare entries during `newswatch poll` (default: cores).
+    poll_processes: int | None = None
     max_backoff_seconds: int = 24 * 3600
     # A claimed feed whose fetch never finished (worker killed, broker lost) becomes
     # due again after this long.
@@ -76,6 +78,10 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{self.data_dir / 'newswatch.db'}"
+
+    def resolved_poll_processes(self) -> int:
+        """Preparation processes for `newswatch poll`: the setting, or one per core."""
+        return self.poll_processes or os.cpu_count() or 1
 
     def resolved_broker_url(self) -> str:
         """The broker URL, defaulting to kombu's filesystem transport in the data dir."""
