@@ -141,3 +141,31 @@ def test_feed_errors_are_recorded_not_raised(cli: Any, feeds: FeedServer) -> Non
         and "404" in broken["last_error"]
     )
     assert listed[feeds.url("/good.xml")]["error_count"] == 0
+
+
+def test_preparation_processes_store_the_same_as_one_process(
+    cli: Any, feeds: FeedServer, monkeypatch: Any
+) -> None:
+    from worker.settings import get_settings
+
+    stories = [
+        (
+            f"s{i}",
+            f"Story {i}",
+            f"<p>{word} " * 3 + f"report number {i} from the {word} desk about harvests.</p>",
+        )
+        for i, word in enumerate(["maize", "wheat", "rice", "barley", "millet", "sorghum"])
+    ]
+    for n in range(6):
+        feeds.put(f"/f{n}.xml", feed_with(*stories[n : n + 1], (f"t{n}", "Cost talks", STORY)))
+    cli("init")
+    for n in range(6):
+        cli("feeds", "add", feeds.url(f"/f{n}.xml"))
+    cli("rules", "add", "costs", "--query", "cost sharing")
+    monkeypatch.setenv("NEWSWATCH_POLL_PROCESSES", "2")
+    get_settings.cache_clear()
+    reports = cli("poll", "--format", "json").json()
+    assert len(reports) == 6 and all(r["status"] == 200 for r in reports)
+    assert sum(r["stored"] for r in reports) == 7  # six harvest stories, one talks story
+    assert sum(r["duplicates"] for r in reports) == 5  # the talks story from five more feeds
+    assert len(cli("alerts", "list", "--format", "json").json()) == 1
