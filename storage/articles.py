@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import Engine, Select, bindparam, func, insert, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
+from sqlmodel import col
 
 from storage.engine import session_scope
 from storage.models import Alert, Article, ArticleSignature, ArticleTopic, LshBand, Rule, utcnow
@@ -298,7 +299,7 @@ def _ingest_statements(dialect: str) -> _IngestStatements:
 
 
 def _story_created(session: Session, story_id: int) -> datetime | None:
-    return session.scalar(select(Article.created_at).where(Article.id == story_id))
+    return session.scalar(select(col(Article.created_at)).where(col(Article.id) == story_id))
 
 
 def article_record(row: Article, topics: list[str], *, with_text: bool = False) -> dict[str, Any]:
@@ -329,9 +330,9 @@ def _topics_of(session: Session, ids: list[int]) -> dict[int, list[str]]:
     out: dict[int, list[str]] = {i: [] for i in ids}
     if ids:
         rows = session.execute(
-            select(ArticleTopic.article_id, ArticleTopic.slug)
-            .where(ArticleTopic.article_id.in_(ids))  # type: ignore[attr-defined]
-            .order_by(ArticleTopic.score.desc())  # type: ignore[attr-defined]
+            select(col(ArticleTopic.article_id), col(ArticleTopic.slug))
+            .where(col(ArticleTopic.article_id).in_(ids))
+            .order_by(col(ArticleTopic.score).desc())
         )
         for article_id, slug in rows:
             out[article_id].append(slug)
@@ -348,17 +349,19 @@ def list_articles(
 ) -> list[dict[str, Any]]:
     """Newest articles first, optionally full-text searched or filtered by topic."""
     with session_scope(engine) as session:
-        query = select(Article).order_by(Article.id.desc()).limit(limit)  # type: ignore[union-attr]
+        query = select(Article).order_by(col(Article.id).desc()).limit(limit)
         if topic:
             query = query.where(
-                Article.id.in_(select(ArticleTopic.article_id).where(ArticleTopic.slug == topic))  # type: ignore[union-attr]
+                col(Article.id).in_(
+                    select(col(ArticleTopic.article_id)).where(col(ArticleTopic.slug) == topic)
+                )
             )
         if duplicates_only:
-            query = query.where(Article.duplicate_of.is_not(None))  # type: ignore[union-attr]
+            query = query.where(col(Article.duplicate_of).is_not(None))
         if search:
             from storage.search import article_ids_matching
 
-            query = query.where(Article.id.in_(article_ids_matching(session, search)))  # type: ignore[union-attr]
+            query = query.where(col(Article.id).in_(article_ids_matching(session, search)))
         rows = list(session.scalars(query))
         topics = _topics_of(session, [r.id for r in rows if r.id is not None])
         return [article_record(r, topics.get(r.id or 0, [])) for r in rows]
@@ -381,8 +384,8 @@ def article_tags(engine: Engine, article_id: int) -> list[dict[str, Any]]:
             raise NotFound(f"no article with id {article_id}")
         rows = session.scalars(
             select(ArticleTopic)
-            .where(ArticleTopic.article_id == article_id)
-            .order_by(ArticleTopic.score.desc())  # type: ignore[attr-defined]
+            .where(col(ArticleTopic.article_id) == article_id)
+            .order_by(col(ArticleTopic.score).desc())
         )
         return [{"slug": r.slug, "score": r.score, "phrases": r.phrases} for r in rows]
 
@@ -392,10 +395,10 @@ def duplicate_clusters(engine: Engine, *, limit: int = 100) -> list[dict[str, An
     with session_scope(engine) as session:
         story_ids = list(
             session.scalars(
-                select(Article.duplicate_of)
-                .where(Article.duplicate_of.is_not(None))  # type: ignore[union-attr]
-                .group_by(Article.duplicate_of)
-                .order_by(func.max(Article.id).desc())
+                select(col(Article.duplicate_of))
+                .where(col(Article.duplicate_of).is_not(None))
+                .group_by(col(Article.duplicate_of))
+                .order_by(func.max(col(Article.id)).desc())
                 .limit(limit)
             )
         )
@@ -405,7 +408,9 @@ def duplicate_clusters(engine: Engine, *, limit: int = 100) -> list[dict[str, An
             if original is None:
                 continue
             copies = session.scalars(
-                select(Article).where(Article.duplicate_of == story_id).order_by(Article.id)
+                select(Article)
+                .where(col(Article.duplicate_of) == story_id)
+                .order_by(col(Article.id))
             )
             clusters.append(
                 {
@@ -437,7 +442,9 @@ def article_count(engine: Engine) -> dict[str, int]:
         total = session.scalar(select(func.count()).select_from(Article)) or 0
         dups = (
             session.scalar(
-                select(func.count()).select_from(Article).where(Article.duplicate_of.is_not(None))  # type: ignore[union-attr]
+                select(func.count())
+                .select_from(Article)
+                .where(col(Article.duplicate_of).is_not(None))
             )
             or 0
         )

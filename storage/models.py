@@ -38,7 +38,7 @@ def utcnow() -> datetime:
 
 
 def _dt(**kwargs: Any) -> Any:
-    return Field(sa_type=UTCDateTime, **kwargs)  # type: ignore[call-overload]
+    return Field(sa_type=UTCDateTime, **kwargs)
 
 
 class Feed(SQLModel, table=True):
