@@ -54,16 +54,19 @@ _CHAR_FOLDS = str.maketrans(
         "\u2029": "\n",
     }
 )
+# The same folds as (character, replacement) pairs. No replacement is itself folded, so
+# replacing only the characters present gives what `str.translate` gives, without its
+# per-character dict look-up over the whole text (most texts hold none of them).
+_CHAR_FOLD_PAIRS = tuple((chr(code), folded) for code, folded in _CHAR_FOLDS.items())
 # Control and format characters (zero-width spaces, soft hyphens, bidi marks, NUL...),
 # except newline and tab. Removed *before* NFKC so composition sees the final sequence.
 _INVISIBLE_RE = re.compile(
     r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u00ad\u200b-\u200f\u202a-\u202e"
     r"\u2060-\u206f\ufeff\ufff9-\ufffb]"
 )
-_GLUED_QUOTE_RE = re.compile(r"(?<=[^\W_])(?=“)|(?<=”)(?=[^\W_])")
-_INLINE_SPACE_RE = re.compile(r"[^\S\n]+")
-_WHITESPACE_RE = re.compile(r"\s+")
+_CURLY_QUOTE_RE = re.compile("[“”]")
 _BLANK_LINES_RE = re.compile(r"\n\s*\n")
+_SPACE_RUN_RE = re.compile(r" {2,}")
 _WORD_RE = re.compile(r"\w+")
 # Without a tag, a feed's "HTML" field is plain text (perhaps with entities).
 _HAS_TAG_RE = re.compile(r"<[a-zA-Z!/?]")
@@ -364,19 +367,53 @@ def _snippet_text(html: str) -> str:
             elif tag in ("td", "th"):
                 parts.append(" ")
             if tag and element.text:
-                parts.append(_WHITESPACE_RE.sub(" ", element.text))
+                parts.append(_collapse_whitespace(element.text))
         else:
             if tag in _BLOCK_TAGS:
                 parts.append("\n\n")
             if element.tail and element is not root:
-                parts.append(_WHITESPACE_RE.sub(" ", element.tail))
-    text = _INLINE_SPACE_RE.sub(" ", "".join(parts))
-    lines = (line.strip() for line in text.split("\n"))
-    return _BLANK_LINES_RE.sub("\n\n", "\n".join(lines)).strip()
+                parts.append(_collapse_whitespace(element.tail))
+    # The only whitespace left is single spaces inside parts, the spaces and newlines
+    # added above, so plain replacements strip every line and collapse space runs.
+    text = "".join(parts)
+    if "  " in text:
+        text = _SPACE_RUN_RE.sub(" ", text)
+    text = text.replace("\n ", "\n").replace(" \n", "\n")
+    return _BLANK_LINES_RE.sub("\n\n", text).strip()
+
+
+# Whitespace is collapsed with str methods rather than a regex: this is the hot loop of
+# every entry. str.split's whitespace is exactly the regex `\s` (the same character
+# table), and every whitespace character but the space is unprintable, so a printable
+# text without a double space needs no change at all (the common case).
+
+
+def _collapse_whitespace(text: str) -> str:
+    """Each run of whitespace as one space, the leading and trailing runs included."""
+    if text.isprintable() and "  " not in text:
+        return text
+    words = text.split()
+    if not words:
+        return " " if text else ""
+    collapsed = " ".join(words)
+    if text[0].isspace():
+        collapsed = " " + collapsed
+    if text[-1].isspace():
+        collapsed += " "
+    return collapsed
+
+
+def _single_spaced(line: str) -> str:
+    """A line without a newline: whitespace runs as one space, ends stripped."""
+    if line.isprintable() and "  " not in line and line[:1] != " " and line[-1:] != " ":
+        return line
+    return " ".join(line.split())
 
 
 def _drop_link_dense_blocks(root: lxml.html.HtmlElement) -> None:
     """Remove menus and link lists: blocks whose text is mostly link text."""
+    if root.find(".//a") is None:
+        return  # most snippets: no links, so nothing can be link-dense
     total = len(root.text_content().strip())
     if total == 0:
         return
@@ -404,15 +441,33 @@ def _normalize_chars(text: str) -> str:
     text = unicodedata.normalize("NFKC", text)
     # A curly quote glued to a word ('South Korea“went crazy”') loses the space it
     # implied once folded to '"'; put it back while the direction is still known.
-    text = _GLUED_QUOTE_RE.sub(" ", text)
-    return text.translate(_CHAR_FOLDS)
+    if "“" in text or "”" in text:
+        text = _CURLY_QUOTE_RE.sub(_unglue_quote, text)
+    for char, folded in _CHAR_FOLD_PAIRS:
+        if char in text:
+            text = text.replace(char, folded)
+    return text
+
+
+def _unglue_quote(match: re.Match[str]) -> str:
+    """A space between a letter or digit and an opening quote, or a closing quote and one.
+
+    Looks at the neighbours in the original text, so adjacent quotes never see the
+    spaces added for each other.
+    """
+    text, quote = match.string, match.group()
+    if quote == "“":
+        start = match.start()
+        return " “" if start and text[start - 1].isalnum() else quote
+    end = match.end()
+    return "” " if end < len(text) and text[end].isalnum() else quote
 
 
 def _blocks_of_lines(text: str) -> list[list[str]]:
     """Blank-line separated blocks, each a list of whitespace-collapsed lines."""
     blocks = []
     for raw_block in _BLANK_LINES_RE.split(text):
-        lines = [_INLINE_SPACE_RE.sub(" ", line).strip() for line in raw_block.split("\n")]
+        lines = [_single_spaced(line) for line in raw_block.split("\n")]
         lines = [line for line in lines if line]
         if lines:
             blocks.append(lines)
@@ -567,7 +622,8 @@ def _extract_head_metadata(lines: list[str], meta: _Meta) -> list[str]:
 
 def _extract_agency_credit(lines: list[str], meta: _Meta) -> list[str]:
     """Move a closing wire credit ("(Yonhap)") from the last paragraph to `source`."""
-    while lines:
+    # The credit closes the line, so a line not ending in ")" skips the (slow) search.
+    while lines and lines[-1].endswith(")"):
         match = _AGENCY_CREDIT_RE.search(lines[-1])
         if not match:
             break

@@ -6,9 +6,11 @@ import re
 import subprocess
 import sys
 import time
+import unicodedata
 from datetime import UTC, datetime
 from itertools import combinations
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -16,7 +18,12 @@ from hypothesis import strategies as st
 
 from tasks.models import RawEntry
 from tasks.normalize import (
+    _CHAR_FOLDS,
+    _INVISIBLE_RE,
     CleanedText,
+    _collapse_whitespace,
+    _normalize_chars,
+    _single_spaced,
     canonical_url,
     clean_text,
     html_to_text,
@@ -351,6 +358,33 @@ def test_clean_text_never_doubles_whitespace(text: str) -> None:
     assert not re.search(r"[\x00-\x08\x0b-\x1f\x7f]", cleaned)
 
 
+# The hot path replaces regexes and str.translate with cheaper str methods; these pin
+# the results to the regex definitions they replace.
+spacey_text = st.text(
+    alphabet=st.one_of(
+        st.sampled_from(" \t\n\r\x0b\x0c\x1c\x85\xa0\u2000\u2028\u3000“”‘’—`´«\u200b\u00ad_a1é"),
+        st.characters(),
+    )
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(spacey_text)
+def test_whitespace_helpers_equal_their_regex_definitions(text: str) -> None:
+    assert _collapse_whitespace(text) == re.sub(r"\s+", " ", text)
+    for line in text.split("\n"):
+        assert _single_spaced(line) == re.sub(r"[^\S\n]+", " ", line).strip()
+
+
+@settings(max_examples=500, deadline=None)
+@given(spacey_text)
+def test_normalize_chars_equals_its_regex_and_translate_definition(text: str) -> None:
+    expected = _INVISIBLE_RE.sub("", text.replace("\r\n", "\n"))
+    expected = unicodedata.normalize("NFKC", expected)
+    expected = re.sub(r"(?<=[^\W_])(?=“)|(?<=”)(?=[^\W_])", " ", expected)
+    assert _normalize_chars(text) == expected.translate(_CHAR_FOLDS)
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.text())
 def test_clean_text_and_html_to_text_never_raise(text: str) -> None:
@@ -522,7 +556,7 @@ def test_feed_metadata_wins_over_derived_and_derived_fills_gaps() -> None:
     assert no_date.source == "Example Post"
 
 
-def _fields(raw: RawEntry) -> dict[str, object]:
+def _fields(raw: RawEntry) -> dict[str, Any]:
     return {name: getattr(raw, name) for name in RawEntry.__slots__}
 
 
