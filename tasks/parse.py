@@ -90,6 +90,8 @@ _XML_DECL_ENCODING = re.compile(r"""^(\s*<\?xml[^>]*?encoding\s*=\s*)(["'])[^"']
 
 def _transcode_wide(content: bytes) -> bytes | None:
     """UTF-8 bytes for a UTF-16/32 document that declares entities, else None."""
+    if b"\x00" not in content:
+        return None  # every ASCII character in UTF-16/32 has a zero byte: not wide
     for codec in _WIDE_CODECS:
         if "<!ENTITY".encode(codec) in content:
             text = content.decode(codec, errors="replace").lstrip("\ufeff")
@@ -100,10 +102,12 @@ def _transcode_wide(content: bytes) -> bytes | None:
 
 def _limit_entities(content: bytes) -> bytes:
     """Drop prolog entity declarations that could amplify (see module docstring)."""
-    if b"<!ENTITY" not in content:
-        return content
+    # Declarations count only before the first element, usually a few dozen bytes in:
+    # look there rather than through the whole document.
     match = _HEAD_END.search(content)
     end = match.start() if match else len(content)
+    if content.find(b"<!ENTITY", 0, end) < 0:
+        return content
     head, body = content[:end], content[end:]
     kept = 0
     expansion = 0
@@ -250,37 +254,42 @@ def _one_line(value: object) -> str:
 
 # --- feedparser path ----------------------------------------------------------------------
 
+# FeedParserDict.get runs feedparser's alias and deprecation logic on every look-up;
+# for the keys read here (none of them an alias) plain dict.get returns the same value
+# several times faster, and it keeps a missing published_parsed from silently mapping
+# to updated_parsed with a DeprecationWarning.
+_get = dict.get
+
 
 def _entry(
     raw: Any, *, base: str, source: str | None, language: str | None, now: datetime
 ) -> RawEntry | None:
-    guid = _guid(raw.get("id"))
-    url = _http_url(raw.get("link"), base)
-    title_detail = raw.get("title_detail") or {}
-    title = _text(raw.get("title"), is_html="html" in str(title_detail.get("type", "")))
+    guid = _guid(_get(raw, "id"))
+    url = _http_url(_get(raw, "link"), base)
+    title_detail = _get(raw, "title_detail") or {}
+    title = _text(_get(raw, "title"), is_html="html" in str(_get(title_detail, "type", "")))
 
     detail: Any = None
-    for candidate in raw.get("content") or ():
-        if isinstance(candidate, dict) and candidate.get("value"):
+    for candidate in _get(raw, "content") or ():
+        if isinstance(candidate, dict) and _get(candidate, "value"):
             detail = candidate
             break
-    if detail is None and raw.get("summary"):
-        detail = raw.get("summary_detail") or {"value": raw.get("summary"), "type": "text/html"}
-    value = detail.get("value") if detail else ""
+    if detail is None and _get(raw, "summary"):
+        detail = _get(raw, "summary_detail") or {"value": _get(raw, "summary"), "type": "text/html"}
+    value = _get(detail, "value") if detail else ""
     value = value if isinstance(value, str) else ""
-    kind = "text" if detail and detail.get("type") == "text/plain" else "html"
+    kind = "text" if detail and _get(detail, "type") == "text/plain" else "html"
     content = strip_terminal_controls(value) if kind == "text" else _sanitize(value, base)
 
     if guid is None and url is None and title is None and not content.strip():
         return None
     published = None
     for key in ("published_parsed", "updated_parsed", "created_parsed"):
-        # dict.get: FeedParserDict.get maps a missing published_parsed to updated_parsed
-        # with a DeprecationWarning; we choose the fallback order ourselves.
-        published = _datetime(dict.get(raw, key), now)
+        # _get, not raw.get: we choose the fallback order ourselves (see _get).
+        published = _datetime(_get(raw, key), now)
         if published is not None:
             break
-    entry_language = (detail or {}).get("language") or title_detail.get("language") or language
+    entry_language = _get(detail or {}, "language") or _get(title_detail, "language") or language
     return RawEntry(
         guid=guid,
         url=url,
@@ -288,7 +297,7 @@ def _entry(
         content=content,
         content_type=kind,
         published=published,
-        author=_text(raw.get("author")),
+        author=_text(_get(raw, "author")),
         source=source,
         language=_text(entry_language),
     )

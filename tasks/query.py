@@ -45,6 +45,7 @@ __all__ = [
     "blank_separators",
     "evaluate",
     "fold_text",
+    "fold_text_and_blanked",
     "format_query",
     "match_query",
     "parse_query",
@@ -136,7 +137,25 @@ def fold_text(text: str) -> str:
     like all punctuation, hyphens, dashes and "_", are separators.
     """
     text = unicodedata.normalize("NFKC", text)
-    folded = " ".join(blank_separators(unicodedata.normalize("NFKC", text.casefold())).split())
+    return _collapse(blank_separators(unicodedata.normalize("NFKC", text.casefold())))
+
+
+def fold_text_and_blanked(text: str) -> tuple[str, str | None]:
+    """``fold_text(text)``, and ``blank_separators(text)`` when the same pass gives it.
+
+    For ASCII text NFKC changes nothing and casefolding is lowercasing, which commutes
+    with `blank_separators`; so one separator pass serves both the fold and the word
+    offsets snippets need (`word_span`). For other text the second item is None.
+    """
+    if not text.isascii():
+        return fold_text(text), None
+    blanked = blank_separators(text)
+    return _collapse(blanked.lower()), blanked
+
+
+def _collapse(spaced: str) -> str:
+    """The folded form of a `blank_separators` result: one space per run, padded."""
+    folded = " ".join(spaced.split())
     if _JOINER in folded:
         folded = folded.replace(_JOINER, "")
     return f" {folded} " if folded else " "

@@ -10,7 +10,8 @@ Per rule set, once (`CompiledRules(specs)`):
 Per article (`CompiledRules.match(title, text, topics)`):
     fold title + text once; run the automaton once -> present term ids (+ first offsets)
     candidates = rules of the present terms + the always-candidates
-    filter by topic, evaluate the candidates' predicates, build a `Match` for each hit
+    filter by topic, evaluate the candidates' predicates -> hits and their lead terms
+    one snippet per distinct lead, all leads of a text located in one walk of its words
 
 So the cost per article is one pass over the text plus the candidates, not the rule count.
 Why candidates are enough: a rule that is true with a set P of present terms, none of
@@ -23,7 +24,7 @@ from __future__ import annotations
 import functools
 import re
 import unicodedata
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass
 
 import ahocorasick
@@ -38,6 +39,7 @@ from tasks.query import (
     blank_separators,
     evaluate,
     fold_text,
+    fold_text_and_blanked,
     parse_query,
     positive_terms,
     query_terms,
@@ -73,7 +75,7 @@ class RuleSpec:
 class _Rule:
     rule_id: int
     query: Query
-    predicate: Callable[[set[int]], bool]
+    predicate: Callable[[Container[int]], bool]
     positive: tuple[tuple[int, str], ...]  # (term id, spelling in the query)
     topics: frozenset[str]
 
@@ -88,14 +90,14 @@ def _expression(query: Query, ids: dict[str, int]) -> str:
     return "(" + joiner.join(_expression(op, ids) for op in query.operands) + ")"
 
 
-def _compile_predicate(query: Query, ids: dict[str, int]) -> Callable[[set[int]], bool]:
+def _compile_predicate(query: Query, ids: dict[str, int]) -> Callable[[Container[int]], bool]:
     """Compile a query to a lambda; 3-5x faster than walking the AST for every candidate.
 
     The generated source contains only integer ids, operators and parentheses (never
     user text), and parse depth is bounded by `tasks.query.MAX_DEPTH`.
     """
     code = compile(f"lambda p: {_expression(query, ids)}", "<rule>", "eval")
-    predicate: Callable[[set[int]], bool] = eval(code, {"__builtins__": {}})
+    predicate: Callable[[Container[int]], bool] = eval(code, {"__builtins__": {}})
     return predicate
 
 
@@ -187,7 +189,7 @@ class CompiledRules:
         or in `title` when the term occurs only there.
         """
         folded_title = fold_text(title)
-        folded_text = fold_text(text)
+        folded_text, blanked_text = fold_text_and_blanked(text)
         # Title and text folded apart and joined on their shared padding space, so that
         # offsets past `body_start` are offsets into `folded_text`.
         body_start = len(folded_title) - 1
@@ -198,42 +200,48 @@ class CompiledRules:
         if not candidates:
             return []
         topic_set = frozenset(topics)
-        present = set(first)
-        snippets: dict[int, str] = {}
-        blanked: dict[bool, str] = {}  # in body -> blank_separators(text or title)
-        matches: list[Match] = []
+        # Matching rules first, then one snippet per distinct lead term: many rules share
+        # a lead, and locating all leads of a text together walks its words once.
+        hits: list[tuple[int, tuple[str, ...], int]] = []  # rule id, matched, lead term
         for index in sorted(candidates):
             rule = self._rules[index]
             if rule.topics and rule.topics.isdisjoint(topic_set):
                 continue
-            if not rule.predicate(present):
+            if not rule.predicate(first):
+                continue
+            positive = rule.positive
+            if len(positive) == 1:
+                term_id, spelling = positive[0]
+                if term_id in first:
+                    hits.append((rule.rule_id, (spelling,), term_id))
+                else:
+                    hits.append((rule.rule_id, (), -1))
                 continue
             found = sorted(
                 (first[term_id], term_id, spelling)
-                for term_id, spelling in rule.positive
+                for term_id, spelling in positive
                 if term_id in first
             )
             lead = found[0][1] if found else -1
-            snippet = snippets.get(lead)
-            if snippet is None:
-                if lead < 0:
-                    snippet = make_snippet(text if text.strip() else title, None)
-                else:
-                    body = lead in in_body
-                    source, folded = (text, folded_text) if body else (title, folded_title)
-                    if body not in blanked:
-                        blanked[body] = blank_separators(source)
-                    where = in_body[lead] - body_start if body else first[lead]
-                    snippet = make_snippet(source, self._keys[lead], folded, where, blanked[body])
-                snippets[lead] = snippet
-            matches.append(
-                Match(
-                    rule_id=rule.rule_id,
-                    matched=tuple(spelling for _, _, spelling in found),
-                    snippet=snippet,
-                )
-            )
-        return matches
+            hits.append((rule.rule_id, tuple(spelling for _, _, spelling in found), lead))
+        if not hits:
+            return []
+        # One snippet per distinct lead term (-1: none), located in text order per source.
+        snippets: dict[int, str] = {}
+        in_text: list[tuple[int, int]] = []  # (folded offset of the leading space, term id)
+        in_title: list[tuple[int, int]] = []
+        for lead in {lead for _, _, lead in hits}:
+            if lead < 0:
+                snippets[lead] = make_snippet(text if text.strip() else title, None)
+            elif lead in in_body:
+                in_text.append((in_body[lead] - body_start, lead))
+            else:
+                in_title.append((first[lead], lead))
+        if in_text:
+            _add_snippets(snippets, text, folded_text, blanked_text, in_text, self._keys)
+        if in_title:
+            _add_snippets(snippets, title, folded_title, None, in_title, self._keys)
+        return [Match(rule_id, matched, snippets[lead]) for rule_id, matched, lead in hits]
 
 
 # --- snippets --------------------------------------------------------------------------
@@ -283,24 +291,102 @@ def _locate(
     return None
 
 
+class _Words:
+    """`word_span` over one text for word indices asked for in ascending order.
+
+    Each call splits only the words since the previous one off the remaining tail, so
+    locating all lead terms of a text walks its words once instead of once per term.
+    """
+
+    __slots__ = ("_done", "_index", "_size", "_tail")
+
+    def __init__(self, blanked: str) -> None:
+        """Words of a text, given as ``blank_separators(text)``."""
+        self._tail = blanked
+        self._size = len(self._tail)
+        self._index = 0  # `_tail` starts at word `_index` once `_done` is False
+        self._done: bool | None = None  # None: nothing split yet; True: past the last word
+
+    def span(self, first: int, count: int) -> tuple[int, int] | None:
+        """``word_span(text, first, count)``; `first` never less than on the previous call."""
+        if self._done:
+            return None
+        skip = first - self._index
+        if skip or self._done is None:
+            rest = self._tail.split(None, skip)
+            if len(rest) <= skip:
+                self._done = True
+                return None
+            self._tail, self._index, self._done = rest[-1], first, False
+        tail = self._tail
+        start = self._size - len(tail)
+        words = tail.split(None, count)
+        if len(words) < count:
+            return None
+        used = tail if len(words) == count else tail[: len(tail) - len(words[-1])]
+        return start, start + len(used.rstrip())
+
+
+class _Window:
+    """`_window` over one text, with the text's non-blank extent computed once."""
+
+    __slots__ = ("_high", "_low", "_text")
+
+    def __init__(self, text: str) -> None:
+        self._text = text
+        self._low = len(text) - len(text.lstrip())  # first non-blank character
+        self._high = len(text.rstrip())  # just past the last one
+
+    def __call__(self, start: int, end: int, width: int = SNIPPET_CHARS) -> str:
+        """About `width` characters of the text around [start, end), cut at whitespace."""
+        text = self._text
+        left, right = start, end
+        room = width - (end - start)
+        if room > 0:
+            left = max(0, start - room // 2)
+            right = min(len(text), end + room - (start - left))
+            left = max(0, left - (width - (right - left)))
+        if left > 0 and not text[left - 1].isspace():
+            cut = text.find(" ", left, start)
+            left = cut + 1 if cut >= 0 else start
+        if right < len(text) and not text[right].isspace():
+            cut = text.rfind(" ", end, right)
+            right = cut if cut >= 0 else end
+        body = " ".join(text[left:right].split())
+        # Text was cut where a non-blank character lies outside [left, right).
+        prefix = ELLIPSIS if left > self._low else ""
+        suffix = ELLIPSIS if right < self._high else ""
+        return f"{prefix}{body}{suffix}"
+
+
 def _window(text: str, start: int, end: int, width: int) -> str:
     """About `width` characters of `text` around [start, end), cut at whitespace."""
-    left, right = start, end
-    room = width - (end - start)
-    if room > 0:
-        left = max(0, start - room // 2)
-        right = min(len(text), end + room - (start - left))
-        left = max(0, left - (width - (right - left)))
-    if left > 0 and not text[left - 1].isspace():
-        cut = text.find(" ", left, start)
-        left = cut + 1 if cut >= 0 else start
-    if right < len(text) and not text[right].isspace():
-        cut = text.rfind(" ", end, right)
-        right = cut if cut >= 0 else end
-    body = " ".join(text[left:right].split())
-    prefix = ELLIPSIS if left > 0 and text[:left].strip() else ""
-    suffix = ELLIPSIS if right < len(text) and text[right:].strip() else ""
-    return f"{prefix}{body}{suffix}"
+    return _Window(text)(start, end, width)
+
+
+def _add_snippets(
+    snippets: dict[int, str],
+    text: str,
+    folded: str,
+    blanked: str | None,
+    located: list[tuple[int, int]],
+    keys: list[str],
+) -> None:
+    """Add ``make_snippet(text, key, folded, offset)`` for each (offset, term id) located.
+
+    Same result, but the text's words are walked once for all terms (in offset order)
+    and its non-blank extent is measured once. `blanked` is ``blank_separators(text)``
+    if already known.
+    """
+    words = _Words(blank_separators(text) if blanked is None else blanked)
+    window = _Window(text)
+    for offset, term_id in sorted(located):
+        key = keys[term_id]
+        span = words.span(folded.count(" ", 0, offset + 1) - 1, key.count(" ") + 1)
+        if span is not None and fold_text(text[span[0] : span[1]]) == f" {key} ":
+            snippets[term_id] = window(span[0], span[1])
+        else:
+            snippets[term_id] = make_snippet(text, key)
 
 
 def make_snippet(

@@ -10,8 +10,29 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tasks.models import Match
-from tasks.query import And, Not, Or, Query, Term, fold_text, format_query, parse_query
-from tasks.rules import ELLIPSIS, SNIPPET_CHARS, CompiledRules, RuleError, RuleSpec
+from tasks.query import (
+    And,
+    Not,
+    Or,
+    Query,
+    Term,
+    blank_separators,
+    fold_term,
+    fold_text,
+    fold_text_and_blanked,
+    format_query,
+    parse_query,
+    word_span,
+)
+from tasks.rules import (
+    ELLIPSIS,
+    SNIPPET_CHARS,
+    CompiledRules,
+    RuleError,
+    RuleSpec,
+    _Words,
+    make_snippet,
+)
 
 SEEDS = Path(__file__).resolve().parent.parent / "seeds"
 
@@ -203,3 +224,59 @@ def test_compiled_rules_agree_with_reference(queries: list[Query], texts: list[s
             for spelling in match.matched:
                 assert reference_present(fold_text(spelling).strip(), text)
                 assert spelling in format_query(parsed) or f'"{spelling}"' in format_query(parsed)
+
+
+# --- batched snippets equal one make_snippet call per match --------------------------------
+
+SNIPPET_TEXTS = st.lists(
+    st.tuples(
+        st.sampled_from([*VOCAB, "U.S.", "u.s.a", "U.S.Army", "Kim's", "ﬁne", "Straße", "é"]),
+        st.sampled_from([*SEPARATORS, " " * 30, ".\n\n"]),
+    ),
+    max_size=60,
+).map(lambda parts: "".join(word + sep for word, sep in parts))
+
+
+def single_snippet(title: str, text: str, spelling: str | None) -> str:
+    """The snippet as computed for one match on its own."""
+    if spelling is None:
+        return make_snippet(text if text.strip() else title, None)
+    key = fold_term(spelling)
+    for source in (text, title):
+        folded = fold_text(source)
+        offset = folded.find(f" {key} ")
+        if offset >= 0:
+            return make_snippet(source, key, folded, offset)
+    return make_snippet(title, key)  # a phrase across title and text: not located
+
+
+@given(
+    st.lists(RULE_QUERIES, min_size=1, max_size=8),
+    st.lists(st.tuples(SNIPPET_TEXTS, SNIPPET_TEXTS), min_size=1, max_size=3),
+)
+@settings(max_examples=300, deadline=None)
+def test_snippets_equal_one_make_snippet_per_match(
+    queries: list[Query], articles: list[tuple[str, str]]
+) -> None:
+    rules = CompiledRules([RuleSpec(i, format_query(q)) for i, q in enumerate(queries)])
+    for title, text in articles:
+        for match in rules.match(title, text, ()):
+            lead = match.matched[0] if match.matched else None
+            assert match.snippet == single_snippet(title, text, lead), (title, text, match)
+
+
+@given(SNIPPET_TEXTS, st.lists(st.tuples(st.integers(0, 70), st.integers(1, 3)), max_size=12))
+@settings(max_examples=300, deadline=None)
+def test_words_walk_equals_word_span(text: str, asks: list[tuple[int, int]]) -> None:
+    blanked = blank_separators(text)
+    words = _Words(blanked)
+    for first, count in sorted(asks):
+        assert words.span(first, count) == word_span(text, first, count, blanked)
+
+
+@given(st.one_of(st.text(), st.text(st.characters(max_codepoint=127)), SNIPPET_TEXTS))
+@settings(max_examples=300, deadline=None)
+def test_fold_text_and_blanked_equals_separate_calls(text: str) -> None:
+    folded, blanked = fold_text_and_blanked(text)
+    assert folded == fold_text(text)
+    assert blanked == (blank_separators(text) if text.isascii() else None)
