@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from datasketch import MinHash
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -54,13 +55,12 @@ from storage.articles import find_original, near_duplicate_candidates  # noqa: E
 from storage.schema import upgrade  # noqa: E402
 from tasks.fingerprint import (  # noqa: E402
     DEFAULT_PARAMS,
-    MinHash,
-    _crc32,
-    _minhash,
-    _permutations,
     fingerprint,
     index_keys_matrix,
+    permuted,
+    shingle_hashes,
     shingles,
+    signatures,
     words,
 )
 
@@ -96,19 +96,10 @@ class SyntheticCorpus:
                 self.generic_counts.append(sum(1 for g in sets[i] if g in generic))
                 self.doc_category.append(c)
         # The permuted hash of every pool shingle, as fingerprint() computes it.
-        table = np.empty((len(pool_index), params.num_perm), dtype=np.uint64)
-        a, b = _permutations(params)
+        hashes = np.empty(len(pool_index), dtype=np.uint64)
         for gram, k in pool_index.items():
-            m = MinHash(
-                num_perm=params.num_perm,
-                seed=params.seed,
-                hashfunc=_crc32,
-                permutations=(a, b),
-                scheme="affine32",
-            )
-            m.update(gram)
-            table[k] = m.hashvalues
-        self.table = table
+            hashes[k] = shingle_hashes(gram.decode().split(" "), params.shingle_size)[0]
+        self.table = permuted(hashes, params.num_perm, params).astype(np.uint64)
 
     def _fresh_min(self, counts: np.ndarray, width: int) -> np.ndarray:
         # The minimum of m uniform 32-bit values, sampled directly: 1 - U**(1/m).
@@ -304,10 +295,8 @@ def run(
     for d in docs:
         fp = fingerprint(d.body)
         # The in-memory 32-bit values, for datasketch; the store keeps 16-bit ones.
-        tokens = words(d.body)
-        full = _minhash(shingles(tokens, 3), DEFAULT_PARAMS.num_perm, DEFAULT_PARAMS)
-        lead = _minhash(shingles(tokens[:40], 3), DEFAULT_PARAMS.lead_perm, DEFAULT_PARAMS)
-        real.append((full, lead, fp.signature, fp.band_keys))
+        sigs = signatures(d.body)
+        real.append((sigs.full, sigs.lead, fp.signature, fp.band_keys))
     picks = rng.sample(range(len(docs)), n_queries)
     light, syndicated = [], []
     for i in picks:
@@ -362,12 +351,7 @@ def run(
                 )
                 row["plan"] = [str(p[-1]) for p in plan]
             engine.dispose()
-            light_values = []
-            for orig, body in light:
-                tokens = words(body)
-                light_values.append(
-                    (orig, _minhash(shingles(tokens, 3), DEFAULT_PARAMS.num_perm, DEFAULT_PARAMS))
-                )
+            light_values = [(orig, signatures(body).full) for orig, body in light]
             row["datasketch_memory"] = bench_datasketch(values, light_values, None)
             if size in redis_sizes:
                 with redis_server() as port:

@@ -8,16 +8,27 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from hypothesis import given, settings
+from datasketch import MinHash
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from tasks.fingerprint import (
     DEFAULT_PARAMS,
+    _word_bytes,
     band_keys_matrix,
     best_match,
     containment_from_jaccard,
     fingerprint,
+    index_keys,
+    index_keys_matrix,
+    pack_signature,
+    permuted,
+    permuted_min,
+    shingle_hashes,
+    shingles,
+    signatures,
     similarity,
+    text_hash,
     words,
 )
 from tasks.models import RawEntry
@@ -194,3 +205,85 @@ def test_only_the_syndicated_seed_pair_is_linked() -> None:
         if a < b and similarity(sigs[a], sigs[b]).score >= THRESHOLD
     }
     assert linked == {("001", "002")}
+
+
+# The fast path must mean what the plain definitions say: the words of `words`, the
+# shingle sets of `shingles`, and datasketch's MinHash over the shingle hashes.
+
+
+def _datasketch(hashes: np.ndarray, num_perm: int) -> np.ndarray:
+    # A shingle's MinHash input is the high 32 bits of its 64-bit hash.
+    perms = MinHash(num_perm=DEFAULT_PARAMS.num_perm, seed=DEFAULT_PARAMS.seed, scheme="affine32")
+    a, b = perms.permutations
+    m = MinHash(
+        num_perm=num_perm,
+        seed=DEFAULT_PARAMS.seed,
+        hashfunc=lambda h: h >> 32,
+        permutations=(a[:num_perm], b[:num_perm]),
+        scheme="affine32",
+    )
+    m.update_batch([int(h) for h in hashes])
+    return np.asarray(m.hashvalues, dtype=np.uint32)
+
+
+@given(st.text())
+@settings(max_examples=300, deadline=None)
+@example("Ünïcödé – £5m, “quoted” naïve_CAFÉ \u0130stanbul \u212aelvin x\u00a0y\u2028z")
+@example("lone \ud800 surrogate \udfff\tTAB\x0bVT\x1cFS 12_3")
+@example("")
+@example("  ,;  ")
+def test_word_bytes_are_the_joined_words(text: str) -> None:
+    tokens = words(text)
+    expected = (" ".join(tokens) + " ").encode() if tokens else b""
+    assert _word_bytes(text).tobytes() == expected
+    assert fingerprint(text).text_hash == text_hash(text)
+
+
+@given(texts)
+@settings(max_examples=60, deadline=None)
+@example("one")
+@example("one two")
+@example(STORY)
+def test_signatures_are_datasketch_minhash_of_the_shingle_hashes(text: str) -> None:
+    p = DEFAULT_PARAMS
+    tokens = words(text)
+    full_hashes = shingle_hashes(tokens, p.shingle_size)
+    lead_hashes = shingle_hashes(tokens[: p.lead_words], p.shingle_size)
+    sigs = signatures(text)
+    assert np.array_equal(sigs.full, _datasketch(full_hashes, p.num_perm))
+    assert np.array_equal(sigs.lead, _datasketch(lead_hashes, p.lead_perm))
+    # One hash per distinct shingle (a collision of 64-bit hashes is not expected here).
+    assert sigs.full_count == len(shingles(tokens, p.shingle_size)) == len(set(full_hashes))
+    assert sigs.lead_count == len(shingles(tokens[: p.lead_words], p.shingle_size))
+    fp = fingerprint(text)
+    assert fp.signature == pack_signature(sigs.full, sigs.lead, sigs.full_count, sigs.lead_count)
+    assert fp.band_keys == (index_keys(sigs.full, sigs.lead) if tokens else ())
+
+
+def test_permuted_min_is_datasketch_minhash() -> None:
+    rng = np.random.default_rng(7)
+    hashes = rng.integers(0, 2**64, size=500, dtype=np.uint64)
+    assert np.array_equal(permuted_min(hashes, 64), _datasketch(hashes, 64))
+    assert np.array_equal(permuted_min(hashes[:9], 32), _datasketch(hashes[:9], 32))
+    assert np.array_equal(permuted(hashes, 64).min(axis=0), permuted_min(hashes, 64))
+    assert np.array_equal(permuted_min(hashes[:0], 64), _datasketch(hashes[:0], 64))
+
+
+def test_a_shingle_hashes_the_same_wherever_it_stands() -> None:
+    tokens = words("the cat sat on the mat while the cat sat still")
+    hashes = shingle_hashes(tokens, 3).tolist()
+    assert len(hashes) == len(tokens) - 2
+    assert hashes[0] == hashes[7]  # "the cat sat"
+    assert len(set(hashes)) == len(shingles(tokens, 3))
+    assert shingle_hashes(tokens[:2], 3).tolist() != shingle_hashes(tokens[:1], 3).tolist()
+
+
+def test_index_keys_equal_the_matrix_form() -> None:
+    rng = np.random.default_rng(3)
+    full = rng.integers(0, 2**32, size=(5, DEFAULT_PARAMS.num_perm), dtype=np.uint64)
+    lead = rng.integers(0, 2**32, size=(5, DEFAULT_PARAMS.lead_perm), dtype=np.uint64)
+    matrix = index_keys_matrix(full.astype(np.uint32), lead.astype(np.uint32))
+    for i in range(5):
+        assert index_keys(full[i].astype(np.uint32), lead[i].astype(np.uint32)) == tuple(
+            matrix[i].tolist()
+        )
