@@ -30,7 +30,7 @@ import re
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,12 +43,24 @@ sys.path.insert(0, str(ROOT))
 
 from tasks.fingerprint import (  # noqa: E402
     DEFAULT_PARAMS,
+    VERIFY_MARGIN,
     FingerprintParams,
+    exact_similarity,
     fingerprint,
     shingles,
     similarity,
     words,
 )
+
+
+def decided(estimate: float, threshold: float, exact: Callable[[], float]) -> bool:
+    """What newswatch decides for one candidate (`tasks.fingerprint.best_match`): the
+    estimate, unless it lies within VERIFY_MARGIN of the threshold, where the exact
+    similarity of the two texts settles it."""
+    if abs(estimate - threshold) < VERIFY_MARGIN:
+        return exact() >= threshold
+    return estimate >= threshold
+
 
 SEED = 20240611
 THRESHOLDS = (0.3, 0.35, 0.4, 0.45, 0.5, 0.6)
@@ -234,7 +246,11 @@ def evaluate(corpora: Path, params: FingerprintParams = DEFAULT_PARAMS) -> dict[
     for threshold in THRESHOLDS:
         truth = set(zip(*np.nonzero(upper & (exact["score"] >= threshold)), strict=True))
         truth = {(int(a), int(b)) for a, b in truth}
-        found = {pair for pair, s in estimated.items() if s >= threshold}
+        found = {
+            pair
+            for pair, s in estimated.items()
+            if decided(s, threshold, lambda pair=pair: float(exact["score"][pair]))  # type: ignore[misc]
+        }
         row = {"threshold": threshold, **_pr(found, truth)}
         row["candidate_recall"] = len(truth & estimated.keys()) / len(truth) if truth else 1.0
         for level in (0.5, 0.8):
@@ -251,9 +267,11 @@ def evaluate(corpora: Path, params: FingerprintParams = DEFAULT_PARAMS) -> dict[
     # 2. Syndication variants against the originals.
     vocabulary = [w for t in tokens[::7] for w in t]
     variant_fps = []
+    variant_bodies: list[str] = []
     variant_exact = []
     for i, doc in enumerate(docs):
         _, body = make_variant(doc, rng, vocabulary)
+        variant_bodies.append(body)
         variant_fps.append(fingerprint(body, params))
         vt = words(body)
         vs = shingles(vt, params.shingle_size)
@@ -270,7 +288,13 @@ def evaluate(corpora: Path, params: FingerprintParams = DEFAULT_PARAMS) -> dict[
             hits = {
                 j
                 for j in cands
-                if similarity(fp.signature, fps[j].signature, params).score >= threshold
+                if decided(
+                    similarity(fp.signature, fps[j].signature, params).score,
+                    threshold,
+                    lambda i=i, j=j: (
+                        exact_similarity(variant_bodies[i], docs[j].body, params).score
+                    ),  # type: ignore[misc]
+                )
             }
             right += bool(hits & dup_of[i])
             wrong += len(hits - dup_of[i])
@@ -296,11 +320,16 @@ def evaluate(corpora: Path, params: FingerprintParams = DEFAULT_PARAMS) -> dict[
             summaries.append((i, s))
     summary_fps = [(i, fingerprint(s, params)) for i, s in summaries]
     to_full_right = to_full_wrong = 0
+    summary_text = dict(summaries)
     for i, fp in summary_fps:
         hits = {
             j
             for j in index.candidates(fp.band_keys)
-            if similarity(fp.signature, fps[j].signature, params).score >= CHOSEN
+            if decided(
+                similarity(fp.signature, fps[j].signature, params).score,
+                CHOSEN,
+                lambda i=i, j=j: exact_similarity(summary_text[i], docs[j].body, params).score,  # type: ignore[misc]
+            )
         }
         to_full_right += bool(hits & dup_of[i])
         to_full_wrong += len(hits - dup_of[i])
@@ -314,11 +343,16 @@ def evaluate(corpora: Path, params: FingerprintParams = DEFAULT_PARAMS) -> dict[
         if alt is None:
             continue
         other_total += 1
-        fp = fingerprint(edit_words(alt, 0.05, rng, vocabulary), params)
+        edited = edit_words(alt, 0.05, rng, vocabulary)
+        fp = fingerprint(edited, params)
         hits = {
             summaries[k][0]
             for k in sum_index.candidates(fp.band_keys)
-            if similarity(fp.signature, summary_fps[k][1].signature, params).score >= CHOSEN
+            if decided(
+                similarity(fp.signature, summary_fps[k][1].signature, params).score,
+                CHOSEN,
+                lambda k=k, edited=edited: exact_similarity(edited, summaries[k][1], params).score,  # type: ignore[misc]
+            )
         }
         other_right += bool(hits & dup_of[i])
     cross_wrong = cross_pairs = 0
@@ -327,8 +361,12 @@ def evaluate(corpora: Path, params: FingerprintParams = DEFAULT_PARAMS) -> dict[
             j = summaries[b][0]
             if b > a and j not in dup_of[i]:
                 cross_pairs += 1
-                cross_wrong += (
-                    similarity(fp.signature, summary_fps[b][1].signature, params).score >= CHOSEN
+                cross_wrong += decided(
+                    similarity(fp.signature, summary_fps[b][1].signature, params).score,
+                    CHOSEN,
+                    lambda a=a, b=b: (
+                        exact_similarity(summaries[a][1], summaries[b][1], params).score
+                    ),  # type: ignore[misc]
                 )
     m = len(summaries)
     summary_result = {

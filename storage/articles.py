@@ -60,12 +60,15 @@ def lock_for_ingest(session: Session) -> None:
         session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": INGEST_LOCK_KEY})
 
 
-def find_original(session: Session, fp: Fingerprint, threshold: float) -> tuple[int, float] | None:
+def find_original(
+    session: Session, fp: Fingerprint, threshold: float, text: str | None = None
+) -> tuple[int, float] | None:
     """The story id this fingerprint duplicates (exact hash first, then LSH), if any.
 
     One indexed query ranks the articles sharing a band by how many bands they share and
     returns their signatures; only those are verified, so the cost stays flat as the store
-    grows (benchmarks/lookup.py).
+    grows (benchmarks/lookup.py). Given the article's `text`, borderline estimates are
+    settled on the exact shingles of the few candidates concerned.
     """
     exact_stmt, story_stmt, _ = _lookup_statements()
     exact = session.execute(exact_stmt, {"text_hash": fp.text_hash}).scalar()
@@ -73,11 +76,23 @@ def find_original(session: Session, fp: Fingerprint, threshold: float) -> tuple[
         return exact, 1.0
     if fp.shingle_count == 0 or not fp.band_keys:
         return None
-    best = best_match(fp.signature, near_duplicate_candidates(session, fp.band_keys), threshold)
+    best = best_match(
+        fp.signature,
+        near_duplicate_candidates(session, fp.band_keys),
+        threshold,
+        text=text,
+        texts_of=lambda ids: _texts_of(session, ids),
+    )
     if best is None:
         return None
     story = session.execute(story_stmt, {"article_id": best[0]}).scalar()
     return (story if story is not None else best[0]), best[1]
+
+
+def _texts_of(session: Session, ids: list[int]) -> dict[int, str]:
+    article = Article.__table__.c  # type: ignore[attr-defined]
+    rows = session.execute(select(article.id, article.text).where(article.id.in_(ids)))
+    return {int(row[0]): str(row[1]) for row in rows}
 
 
 def near_duplicate_candidates(
@@ -183,7 +198,7 @@ def ingest(
         seen.add(data.guid)
         if data.canonical_url and feed_id is not None:
             seen_urls.add(data.canonical_url)
-        original = find_original(session, fp, threshold)
+        original = find_original(session, fp, threshold, item.article.text or item.article.title)
         values = {
             "origin": origin,
             "feed_id": feed_id,

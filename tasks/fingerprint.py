@@ -44,7 +44,7 @@ import hashlib
 import re
 import struct
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -490,16 +490,72 @@ def estimated_jaccard(a: bytes, b: bytes, params: FingerprintParams = DEFAULT_PA
     return similarity(a, b, params).jaccard
 
 
+def exact_similarity(a: str, b: str, params: FingerprintParams = DEFAULT_PARAMS) -> Similarity:
+    """The similarity `similarity` estimates, computed exactly from two texts' shingles.
+
+    Same rule as the estimate (containment trusted from `jaccard_floor`, lead Jaccard
+    from `lead_floor`), so it is the ground truth the estimate approximates.
+    """
+    size = params.shingle_size
+    ta, tb = words(a), words(b)
+    fa, fb = shingles(ta, size), shingles(tb, size)
+    shared = len(fa & fb)
+    union = len(fa) + len(fb) - shared
+    jaccard = shared / union if union else 0.0
+    smaller = min(len(fa), len(fb))
+    containment = shared / smaller if smaller else 0.0
+    la = shingles(ta[: params.lead_words], size)
+    lb = shingles(tb[: params.lead_words], size)
+    lead_shared = len(la & lb)
+    lead_union = len(la) + len(lb) - lead_shared
+    lead = lead_shared / lead_union if la and lb and lead_union else 0.0
+    trusted = containment if jaccard >= params.jaccard_floor else jaccard
+    lead_score = lead if lead >= params.lead_floor else 0.0
+    return Similarity(jaccard, containment, lead, max(trusted, lead_score))
+
+
+# An estimate this close to the threshold is checked against the exact shingle sets:
+# MinHash with 64 values has a standard error of ~0.06 on Jaccard (more on containment
+# of lopsided pairs), so near the threshold the estimate alone would flip a coin.
+VERIFY_MARGIN = 0.15
+# At most this many borderline candidates are verified per look-up.
+MAX_VERIFIED = 8
+
+
 def best_match(
     signature: bytes,
     candidates: Iterable[tuple[int, bytes]],
     threshold: float,
     params: FingerprintParams = DEFAULT_PARAMS,
+    *,
+    text: str | None = None,
+    texts_of: Callable[[list[int]], dict[int, str]] | None = None,
 ) -> tuple[int, float] | None:
-    """The candidate id most similar to `signature` with a score at or above `threshold`."""
-    best: tuple[int, float] | None = None
-    for candidate_id, other in candidates:
-        score = similarity(signature, other, params).score
-        if score >= threshold and (best is None or score > best[1]):
-            best = (candidate_id, score)
-    return best
+    """The candidate most similar to `signature` with a score at or above `threshold`.
+
+    Given the query's `text` and a way to load candidates' texts, estimates within
+    VERIFY_MARGIN of the threshold are replaced by the exact similarity, so decisions
+    near the threshold are exact; far from it the estimate decides alone.
+    """
+    scored = sorted(
+        ((similarity(signature, other, params).score, cid) for cid, other in candidates),
+        reverse=True,
+    )
+    verify = text is not None and texts_of is not None
+    if not scored:
+        return None
+    top_score, top_id = scored[0]
+    if not verify or top_score >= threshold + VERIFY_MARGIN:
+        return (top_id, top_score) if top_score >= threshold else None
+    borderline = [cid for score, cid in scored if score > threshold - VERIFY_MARGIN]
+    if not borderline:
+        return None
+    assert text is not None and texts_of is not None
+    texts = texts_of(borderline[:MAX_VERIFIED])
+    exact = sorted(
+        ((exact_similarity(text, texts[cid], params).score, cid) for cid in texts),
+        reverse=True,
+    )
+    if exact and exact[0][0] >= threshold:
+        return exact[0][1], exact[0][0]
+    return None

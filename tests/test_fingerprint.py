@@ -287,3 +287,28 @@ def test_index_keys_equal_the_matrix_form() -> None:
         assert index_keys(full[i].astype(np.uint32), lead[i].astype(np.uint32)) == tuple(
             matrix[i].tolist()
         )
+
+
+def test_borderline_estimates_are_settled_on_exact_shingles() -> None:
+    from tasks.fingerprint import VERIFY_MARGIN, best_match, exact_similarity
+
+    base = " ".join(f"word{i} filler{i % 7} item{i % 11}" for i in range(120))
+    tokens = base.split()
+    close = " ".join(tokens[:200] + [f"new{i}" for i in range(160)])
+    far = " ".join(f"other{i} text{i}" for i in range(200))
+    query = fingerprint(base)
+    candidates = [(1, fingerprint(close).signature), (2, fingerprint(far).signature)]
+    texts = {1: close, 2: far}
+    loaded: list[list[int]] = []
+
+    def texts_of(ids: list[int]) -> dict[int, str]:
+        loaded.append(ids)
+        return {i: texts[i] for i in ids}
+
+    exact = exact_similarity(base, close).score
+    for threshold in (exact - VERIFY_MARGIN / 3, exact + VERIFY_MARGIN / 3):
+        loaded.clear()
+        result = best_match(query.signature, candidates, threshold, text=base, texts_of=texts_of)
+        # Within the margin the exact similarity decides, whatever the estimate says.
+        assert (result is not None) == (exact >= threshold)
+        assert loaded and 2 not in loaded[0]
