@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -256,3 +257,46 @@ def test_terminal_escapes_from_feeds_never_reach_the_terminal(cli: Any, tmp_path
             out = cli(*args, "--format", fmt).out
             assert "\x1b" not in out and "\x07" not in out and "\x9b" not in out, (args, fmt)
     assert "Jeju" in cli("alerts", "list", "--format", "json").out
+
+
+def test_alerts_tail_follow_prints_new_alerts_as_they_are_stored(
+    cli: Any, env: dict[str, str], tmp_path: Path
+) -> None:
+    import os
+    import time
+
+    cli("init")
+    cli("rules", "add", "jeju", "--query", "Jeju")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "worker.cli",
+            "alerts",
+            "tail",
+            "--follow",
+            "--interval",
+            "0.2",
+            "--format",
+            "json",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **env},
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    try:
+        time.sleep(1.5)  # tail has printed the (empty) backlog and is following
+        page = tmp_path / "jeju.txt"
+        page.write_text(
+            "Drills off Jeju\n\nThe navies held drills off Jeju on Sunday, officials said.\n"
+        )
+        assert cli("ingest", str(page)).code == 0
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        record = json.loads(line)
+        assert record["rule"] == "jeju" and record["title"] == "Drills off Jeju"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
