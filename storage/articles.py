@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
@@ -235,7 +234,9 @@ def ingest(
             for t in item.tags
         )
         (result.duplicates if original else result.stored).append(article_id)
-        story_created = _story_created(session, story_id) if original else now
+        story_created = (
+            conn.execute(stmts.story_created, {"story_id": story_id}).scalar() if original else now
+        )
         topics = [t.slug for t in item.tags]
         for match in item.matches:
             if match.rule_id not in rules or (match.rule_id, story_id) in alert_rows:
@@ -277,6 +278,7 @@ class _IngestStatements:
     tag: Any
     alert: Any
     rules: Any
+    story_created: Any
 
 
 @lru_cache(maxsize=4)
@@ -310,11 +312,8 @@ def _ingest_statements(dialect: str) -> _IngestStatements:
         tag=insert(ArticleTopic.__table__),  # type: ignore[attr-defined]
         alert=alert_insert.returning(alert.c.id),
         rules=select(rule.c.id, rule.c.created_at, rule.c.channels),
+        story_created=select(article.c.created_at).where(article.c.id == bindparam("story_id")),
     )
-
-
-def _story_created(session: Session, story_id: int) -> datetime | None:
-    return session.scalar(select(col(Article.created_at)).where(col(Article.id) == story_id))
 
 
 def article_record(row: Article, topics: list[str], *, with_text: bool = False) -> dict[str, Any]:

@@ -490,22 +490,43 @@ def estimated_jaccard(a: bytes, b: bytes, params: FingerprintParams = DEFAULT_PA
     return similarity(a, b, params).jaccard
 
 
+@dataclass(frozen=True, slots=True)
+class ShingleProfile:
+    """The exact shingle sets of a text and of its lead, for exact comparisons."""
+
+    full: frozenset[bytes]
+    lead: frozenset[bytes]
+
+
+def shingle_profile(text: str, params: FingerprintParams = DEFAULT_PARAMS) -> ShingleProfile:
+    """Exact shingle sets of `text` (computed once, compared with many candidates)."""
+    tokens = words(text)
+    return ShingleProfile(
+        frozenset(shingles(tokens, params.shingle_size)),
+        frozenset(shingles(tokens[: params.lead_words], params.shingle_size)),
+    )
+
+
 def exact_similarity(a: str, b: str, params: FingerprintParams = DEFAULT_PARAMS) -> Similarity:
     """The similarity `similarity` estimates, computed exactly from two texts' shingles.
 
     Same rule as the estimate (containment trusted from `jaccard_floor`, lead Jaccard
     from `lead_floor`), so it is the ground truth the estimate approximates.
     """
-    size = params.shingle_size
-    ta, tb = words(a), words(b)
-    fa, fb = shingles(ta, size), shingles(tb, size)
+    return compare_profiles(shingle_profile(a, params), shingle_profile(b, params), params)
+
+
+def compare_profiles(
+    pa: ShingleProfile, pb: ShingleProfile, params: FingerprintParams = DEFAULT_PARAMS
+) -> Similarity:
+    """`exact_similarity` of two precomputed profiles."""
+    fa, fb = pa.full, pb.full
     shared = len(fa & fb)
     union = len(fa) + len(fb) - shared
     jaccard = shared / union if union else 0.0
     smaller = min(len(fa), len(fb))
     containment = shared / smaller if smaller else 0.0
-    la = shingles(ta[: params.lead_words], size)
-    lb = shingles(tb[: params.lead_words], size)
+    la, lb = pa.lead, pb.lead
     lead_shared = len(la & lb)
     lead_union = len(la) + len(lb) - lead_shared
     lead = lead_shared / lead_union if la and lb and lead_union else 0.0
@@ -552,8 +573,12 @@ def best_match(
         return None
     assert text is not None and texts_of is not None
     texts = texts_of(borderline[:MAX_VERIFIED])
+    query = shingle_profile(text, params)
     exact = sorted(
-        ((exact_similarity(text, texts[cid], params).score, cid) for cid in texts),
+        (
+            (compare_profiles(query, shingle_profile(texts[cid], params), params).score, cid)
+            for cid in texts
+        ),
         reverse=True,
     )
     if exact and exact[0][0] >= threshold:
