@@ -43,7 +43,6 @@ from benchmarks._common import (
     DEFAULT_CORPORA,
     FeedServer,
     NewsArticle,
-    free_port,
     load_bbc,
     machine,
     make_entries,
@@ -55,8 +54,8 @@ from benchmarks._common import (
     write_feeds,
     write_json,
 )
+from tests.servers import redis_server
 
-REDIS = "/usr/bin/redis-server"
 MARKER = "zanzibarquux"
 RULE_QUERY = f"{MARKER} OR election"
 CHANGED_FEEDS = 20
@@ -286,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", default="1,2,4", help="worker concurrencies to run")
     ap.add_argument("--timeout", type=float, default=300.0, help="per run, seconds")
     args = ap.parse_args(argv)
-    if not Path(REDIS).exists() and not shutil.which("redis-server"):
+    if not shutil.which("redis-server"):
         print("scaleout: redis-server not installed; skipped", file=sys.stderr)
         return 0
 
@@ -298,23 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = []
     with tempfile.TemporaryDirectory(prefix="nw-scaleout-") as tmpname:
         tmp = Path(tmpname)
-        port = free_port()
-        redis_proc = subprocess.Popen(
-            [
-                REDIS if Path(REDIS).exists() else "redis-server",
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ],
-            stdout=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        try:
+        with redis_server() as redis_url:
             names = write_feeds(tmp / "feeds", entries, feeds, 50, prefix="b")
             with FeedServer(tmp / "feeds") as server:
                 for n in (int(x) for x in args.workers.split(",")):
@@ -322,16 +305,11 @@ def main(argv: list[str] | None = None) -> int:
                         f"scaleout: {feeds} feeds x 50 entries, worker --concurrency {n} ...",
                         flush=True,
                     )
-                    run = run_one(
-                        n, tmp, server, names, entries, f"redis://127.0.0.1:{port}/0", args.timeout
-                    )
+                    run = run_one(n, tmp, server, names, entries, redis_url, args.timeout)
                     # The latency phase rewrote some feeds: restore them for the next run.
                     names = write_feeds(tmp / "feeds", entries, feeds, 50, prefix="b")
                     runs.append(run)
                     print(f"  {run['seconds']:.1f} s, {run['entries_per_s']:,.0f} entries/s")
-        finally:
-            redis_proc.terminate()
-            redis_proc.wait(10)
     base = runs[0]["entries_per_s"] if runs else 1.0
     for r in runs:
         r["scaling"] = r["entries_per_s"] / base
