@@ -199,6 +199,26 @@ class FetchOutcome:
     entries: int = 0
 
 
+def record_fetches(
+    session: Any,
+    outcomes: list[tuple[int, FetchOutcome]],
+    *,
+    max_backoff: int,
+    now: datetime,
+) -> None:
+    """`record_fetch` for many feeds: one SELECT for all, one flush at commit.
+
+    Loading each feed on its own cost ~2 ms per feed on SQLite (a SELECT and an
+    autoflushed UPDATE each): most of an unchanged poll of 1,000 feeds.
+    """
+    ids = [feed_id for feed_id, _ in outcomes]
+    with session.no_autoflush:
+        loaded = list(session.scalars(select(Feed).where(col(Feed.id).in_(ids))))
+        for feed_id, outcome in outcomes:
+            record_fetch(session, feed_id, outcome, max_backoff=max_backoff, now=now)
+    del loaded  # kept alive above so `session.get` finds each row in the identity map
+
+
 def record_fetch(
     session: Any, feed_id: int, outcome: FetchOutcome, *, max_backoff: int, now: datetime
 ) -> None:

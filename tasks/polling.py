@@ -26,7 +26,7 @@ from sqlalchemy import Engine
 
 from storage.articles import PreparedArticle, ingest
 from storage.engine import dispose_engines, session_scope
-from storage.feeds import FeedTarget, FetchOutcome, record_fetch
+from storage.feeds import FeedTarget, FetchOutcome, record_fetches
 from storage.models import utcnow
 from tasks.fetch import FetchPolicy, FetchResult, fetch_url
 from tasks.models import RawEntry
@@ -181,8 +181,13 @@ def store_downloads(
                 report.stored = len(result.stored)
                 report.duplicates = len(result.duplicates)
                 report.alerts = result.alerts
-            record_fetch(session, target.id, outcome, max_backoff=max_backoff, now=now)
             reports.append(report)
+        record_fetches(
+            session,
+            [(item.target.id, item.outcome) for item in items],
+            max_backoff=max_backoff,
+            now=now,
+        )
     return reports
 
 
