@@ -84,12 +84,6 @@ def _lookup(session: Any, name_or_id: str) -> Rule:
     return rule
 
 
-def get_rule(engine: Engine, name_or_id: str) -> dict[str, Any]:
-    """One rule by name or id."""
-    with session_scope(engine) as session:
-        return rule_record(_lookup(session, name_or_id))
-
-
 def remove_rule(engine: Engine, name_or_id: str) -> dict[str, Any]:
     """Delete a rule and its alerts."""
     with session_scope(engine) as session:

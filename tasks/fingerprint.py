@@ -176,12 +176,6 @@ def band_keys_matrix(values: np.ndarray, bands: int, salt: int = _FULL_SALT) -> 
     return (acc >> _U64(1)).astype(np.int64)
 
 
-def band_keys_of(hashvalues: np.ndarray, params: FingerprintParams) -> tuple[int, ...]:
-    """The full-text band keys of one signature (uint32 values)."""
-    keys = band_keys_matrix(np.asarray(hashvalues)[None, : params.num_perm], params.bands)
-    return tuple(int(k) for k in keys[0])
-
-
 @lru_cache(maxsize=8)
 def _permutations(params: FingerprintParams) -> tuple[np.ndarray, np.ndarray]:
     # datasketch draws its permutations from a seeded RNG on every MinHash(); drawing
@@ -483,11 +477,6 @@ def similarity(a: bytes, b: bytes, params: FingerprintParams = DEFAULT_PARAMS) -
     trusted = containment if jaccard >= params.jaccard_floor else jaccard
     lead_score = lead if lead >= params.lead_floor else 0.0
     return Similarity(jaccard, containment, lead, max(trusted, lead_score))
-
-
-def estimated_jaccard(a: bytes, b: bytes, params: FingerprintParams = DEFAULT_PARAMS) -> float:
-    """Jaccard similarity of the full texts, estimated from two stored signatures."""
-    return similarity(a, b, params).jaccard
 
 
 @dataclass(frozen=True, slots=True)
