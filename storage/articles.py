@@ -11,11 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Engine, Select, bindparam, func, insert, select, text
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Engine, Select, func, select, text
+from sqlalchemy.dialects import sqlite
+from sqlalchemy.dialects.postgresql import psycopg
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
@@ -59,84 +61,248 @@ def lock_for_ingest(session: Session) -> None:
         session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": INGEST_LOCK_KEY})
 
 
+def _placeholders(count: int) -> str:
+    return ", ".join("?" * count)
+
+
+class _Sql:
+    """Plain DBAPI statements on the session's own connection (same transaction).
+
+    The ingest loop runs a handful of statements per article; through SQLAlchemy's
+    execution layer each cost ~60-100 µs of Python, several times the indexed SQL
+    itself (benchmarks/pipeline.py). SQL is written with ``?`` and rewritten for
+    psycopg's ``%s``; values pass through the columns' own bind processors, so rows
+    are stored exactly as the ORM would store them.
+    """
+
+    def __init__(self, session: Session) -> None:
+        conn = session.connection()
+        self.dialect = conn.dialect
+        self._qmark = self.dialect.paramstyle == "qmark"
+        self._cursor = conn.connection.cursor()
+
+    def _sql(self, sql: str) -> str:
+        return sql if self._qmark else sql.replace("?", "%s")
+
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """All rows of a query."""
+        self._cursor.execute(self._sql(sql), tuple(params))
+        return list(self._cursor.fetchall())
+
+    def value(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        """The first column of the first row, or None."""
+        self._cursor.execute(self._sql(sql), tuple(params))
+        row = self._cursor.fetchone()
+        return None if row is None else row[0]
+
+    def insert_many(self, table: Any, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
+        """INSERT `rows` (tuples in `columns` order) with one executemany."""
+        if not rows:
+            return
+        processors = _bind_processors(table, tuple(columns), self.dialect.name)
+        if any(processors):
+            rows = [
+                tuple(v if p is None else p(v) for p, v in zip(processors, row, strict=True))
+                for row in rows
+            ]
+        conflict = " ON CONFLICT DO NOTHING" if table.name == "alert" else ""
+        sql = (
+            f"INSERT INTO {table.name} ({', '.join(columns)}) "
+            f"VALUES ({_placeholders(len(columns))}){conflict}"
+        )
+        self._cursor.executemany(self._sql(sql), rows)
+
+    def created_at(self, value: Any) -> datetime | None:
+        """A stored created_at read back through the column type (naive on SQLite)."""
+        processor = _result_processor(self.dialect.name)
+        return processor(value) if processor else value
+
+
+@lru_cache(maxsize=32)
+def _bind_processors(table: Any, columns: tuple[str, ...], dialect_name: str) -> tuple[Any, ...]:
+    dialect = _dialect(dialect_name)
+    return tuple(
+        table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in columns
+    )
+
+
+@lru_cache(maxsize=4)
+def _result_processor(dialect_name: str) -> Any:
+    dialect = _dialect(dialect_name)
+    column = Article.__table__.c.created_at  # type: ignore[attr-defined]
+    return column.type.dialect_impl(dialect).result_processor(dialect, None)
+
+
+@lru_cache(maxsize=4)
+def _dialect(name: str) -> Any:
+    return psycopg.dialect() if name == "postgresql" else sqlite.dialect()
+
+
+_CANDIDATES_SQL = (
+    "SELECT r.article_id, r.shared, s.signature, a.story_id FROM "
+    "(SELECT article_id, count(*) AS shared FROM lsh_band WHERE key IN ({keys}) "
+    "GROUP BY article_id ORDER BY shared DESC LIMIT {limit}) AS r "
+    "JOIN article_signature s ON s.article_id = r.article_id "
+    "JOIN article a ON a.id = r.article_id"
+)
+
+
+class DedupLookup:
+    """Finds the story a fingerprint duplicates, in the store and in the current batch.
+
+    The batch's own articles are written once, after the loop, so a copy later in
+    the same batch is found here in memory instead of in the tables.
+    """
+
+    def __init__(self, sql: _Sql, threshold: float) -> None:
+        self._sql = sql
+        self._threshold = threshold
+        self._stored_hashes: dict[str, int] = {}
+        self._batch_hashes: dict[str, int] = {}
+        self._batch_bands: dict[int, list[int]] = {}
+        self._batch: dict[int, tuple[bytes, int, str]] = {}  # id -> (signature, story, text)
+
+    def preload_hashes(self, hashes: Sequence[str]) -> None:
+        """Exact-copy look-up for a whole batch in one query."""
+        if not hashes:
+            return
+        unique = sorted(set(hashes))
+        rows = self._sql.rows(
+            "SELECT text_hash, story_id FROM article "
+            f"WHERE text_hash IN ({_placeholders(len(unique))}) ORDER BY id DESC",
+            unique,
+        )
+        # Descending ids: the oldest article with the hash is written last and wins.
+        self._stored_hashes.update({h: story for h, story in rows})
+
+    def find(self, fp: Fingerprint, text: str | None = None) -> tuple[int, float] | None:
+        """(story id, similarity) of the story `fp` copies, if any.
+
+        One indexed query ranks the stored articles sharing a band by how many bands they
+        share and returns their signatures; only those are verified, so the cost stays
+        flat as the store grows (benchmarks/lookup.py). Given the article's `text`,
+        borderline estimates are settled on the exact shingles of the few candidates.
+        """
+        exact = self._batch_hashes.get(fp.text_hash) or self._stored_hashes.get(fp.text_hash)
+        if exact is not None:
+            return exact, 1.0
+        if fp.shingle_count == 0 or not fp.band_keys:
+            return None
+        keys = sorted(set(fp.band_keys))
+        rows = self._sql.rows(
+            _CANDIDATES_SQL.format(keys=_placeholders(len(keys)), limit=MAX_CANDIDATES), keys
+        )
+        stories = {int(r[0]): r[3] for r in rows}
+        ranked = [(int(r[1]), int(r[0]), bytes(r[2])) for r in rows]
+        shared: dict[int, int] = {}
+        for key in keys:
+            for article_id in self._batch_bands.get(key, ()):
+                shared[article_id] = shared.get(article_id, 0) + 1
+        ranked += [(n, aid, self._batch[aid][0]) for aid, n in shared.items()]
+        ranked.sort(reverse=True)
+        best = best_match(
+            fp.signature,
+            [(aid, sig) for _, aid, sig in ranked[:MAX_CANDIDATES]],
+            self._threshold,
+            text=text,
+            texts_of=self._texts_of,
+        )
+        if best is None:
+            return None
+        article_id, score = best
+        story = self._batch[article_id][1] if article_id in self._batch else stories[article_id]
+        return (story if story is not None else article_id), score
+
+    def add(self, article_id: int, story_id: int, fp: Fingerprint, text: str) -> None:
+        """Make an article of this batch findable before it is written."""
+        self._batch_hashes.setdefault(fp.text_hash, story_id)
+        self._batch[article_id] = (fp.signature, story_id, text)
+        if fp.shingle_count:
+            for key in set(fp.band_keys):
+                self._batch_bands.setdefault(key, []).append(article_id)
+
+    def _texts_of(self, ids: list[int]) -> dict[int, str]:
+        texts = {i: self._batch[i][2] for i in ids if i in self._batch}
+        stored = [i for i in ids if i not in texts]
+        if stored:
+            rows = self._sql.rows(
+                f"SELECT id, text FROM article WHERE id IN ({_placeholders(len(stored))})",
+                stored,
+            )
+            texts.update({int(i): str(t) for i, t in rows})
+        return texts
+
+
 def find_original(
     session: Session, fp: Fingerprint, threshold: float, text: str | None = None
 ) -> tuple[int, float] | None:
-    """The story id this fingerprint duplicates (exact hash first, then LSH), if any.
-
-    One indexed query ranks the articles sharing a band by how many bands they share and
-    returns their signatures; only those are verified, so the cost stays flat as the store
-    grows (benchmarks/lookup.py). Given the article's `text`, borderline estimates are
-    settled on the exact shingles of the few candidates concerned.
-    """
-    # Core execution on the session's connection: the ORM session path cost ~0.2 ms
-    # per statement, more than the indexed look-ups themselves.
-    conn = session.connection()
-    exact_stmt, story_stmt, _, texts_stmt = _lookup_statements()
-    exact = conn.execute(exact_stmt, {"text_hash": fp.text_hash}).scalar()
-    if exact is not None:
-        return exact, 1.0
-    if fp.shingle_count == 0 or not fp.band_keys:
-        return None
-
-    def texts_of(ids: list[int]) -> dict[int, str]:
-        rows = conn.execute(texts_stmt, {"ids": ids})
-        return {int(row[0]): str(row[1]) for row in rows}
-
-    best = best_match(
-        fp.signature,
-        near_duplicate_candidates(session, fp.band_keys),
-        threshold,
-        text=text,
-        texts_of=texts_of,
-    )
-    if best is None:
-        return None
-    story = conn.execute(story_stmt, {"article_id": best[0]}).scalar()
-    return (story if story is not None else best[0]), best[1]
+    """The story id a fingerprint duplicates among stored articles (exact, then LSH)."""
+    lookup = DedupLookup(_Sql(session), threshold)
+    lookup.preload_hashes([fp.text_hash])
+    return lookup.find(fp, text)
 
 
 def near_duplicate_candidates(
     session: Session, band_keys: Sequence[int]
 ) -> list[tuple[int, bytes]]:
-    """(article_id, signature) of the articles sharing most bands with `band_keys`.
+    """(article_id, signature) of the stored articles sharing most bands with `band_keys`.
 
     Ranking by shared bands keeps a true copy (which shares many) inside MAX_CANDIDATES
     even when a common band value brings in many unrelated articles.
     """
-    stmt = _lookup_statements()[2]
-    rows = session.connection().execute(stmt, {"keys": sorted(set(band_keys))})
-    return [(row[0], row[1]) for row in rows]
+    keys = sorted(set(band_keys))
+    rows = _Sql(session).rows(
+        _CANDIDATES_SQL.format(keys=_placeholders(len(keys)), limit=MAX_CANDIDATES), keys
+    )
+    return [(int(r[0]), bytes(r[2])) for r in rows]
 
 
-@lru_cache(maxsize=1)
-def _lookup_statements() -> tuple[Select[Any], Select[Any], Select[Any], Select[Any]]:
-    # Built once with bound parameters on the Core tables: building and compiling the
-    # statements on every call cost ~10x the SQL itself (about 0.5 ms per look-up).
-    article = Article.__table__.c  # type: ignore[attr-defined]
-    band = LshBand.__table__.c  # type: ignore[attr-defined]
-    signature = ArticleSignature.__table__.c  # type: ignore[attr-defined]
-    exact = (
-        select(article.story_id)
-        .where(article.text_hash == bindparam("text_hash"))
-        .order_by(article.id)
-        .limit(1)
-    )
-    story = select(article.story_id).where(article.id == bindparam("article_id"))
-    shared = func.count().label("shared")
-    ranked = (
-        select(band.article_id, shared)
-        .where(band.key.in_(bindparam("keys", expanding=True)))
-        .group_by(band.article_id)
-        .order_by(shared.desc())
-        .limit(MAX_CANDIDATES)
-        .subquery()
-    )
-    candidates = select(signature.article_id, signature.signature).join(
-        ranked, ranked.c.article_id == signature.article_id
-    )
-    texts = select(article.id, article.text).where(article.id.in_(bindparam("ids", expanding=True)))
-    return exact, story, candidates, texts
+_ARTICLE_COLUMNS = (
+    "id",
+    "origin",
+    "feed_id",
+    "guid",
+    "url",
+    "canonical_url",
+    "title",
+    "text",
+    "text_hash",
+    "source",
+    "author",
+    "dateline",
+    "language",
+    "published_at",
+    "created_at",
+    "duplicate_of",
+    "story_id",
+    "similarity",
+)
+_ALERT_COLUMNS = (
+    "rule_id",
+    "story_id",
+    "article_id",
+    "title",
+    "url",
+    "topics",
+    "matched",
+    "snippet",
+    "created_at",
+    "status",
+    "attempts",
+)
+
+
+def _reserve_article_ids(sql: _Sql, count: int) -> list[int]:
+    """Ids for the batch's articles, taken while the ingest lock is held."""
+    if sql.dialect.name == "postgresql":
+        rows = sql.rows(
+            "SELECT nextval(pg_get_serial_sequence('article', 'id')) FROM generate_series(1, ?)",
+            [count],
+        )
+        return [int(r[0]) for r in rows]
+    # SQLite: the write lock is held (BEGIN IMMEDIATE) and ids are max + 1 anyway.
+    first = int(sql.value("SELECT coalesce(max(id), 0) FROM article") or 0) + 1
+    return list(range(first, first + count))
 
 
 def ingest(
@@ -154,11 +320,10 @@ def ingest(
     existed when the story's original arrived (that rule already had its chance).
     Runs in the given session's transaction, or in its own.
 
-    Writes go through Core statements built once (`_ingest_statements`), not ORM
-    objects: the unit of work cost about 3 ms per article, five times the SQL itself
-    (benchmarks/pipeline.py). Each article, its signature and its band keys are written
-    before the next article is looked up, so a copy later in the same batch finds it;
-    topic tags and alerts, which no look-up reads, are written once per batch.
+    Per batch, not per article: one query for guids and URLs already stored, one for
+    exact copies, then one ranked band query per article (`DedupLookup`), and one
+    executemany per table at the end. Articles of the batch are looked up in memory,
+    so a copy later in the same batch still finds its original.
     """
     if session is None:
         with session_scope(engine) as own:
@@ -174,149 +339,163 @@ def ingest(
     if not items:
         return result
     lock_for_ingest(session)
-    conn = session.connection()
-    stmts = _ingest_statements(conn.dialect.name)
-    guids = [item.article.guid for item in items]
-    seen: set[str] = set(
-        conn.execute(stmts.seen_guids, {"origin": origin, "guids": guids}).scalars()
-    )
-    urls = [i.article.canonical_url for i in items if i.article.canonical_url]
-    if feed_id is not None and urls:
-        seen_urls = set(conn.execute(stmts.seen_urls, {"feed_id": feed_id, "urls": urls}).scalars())
-    else:
-        seen_urls = set()
+    sql = _Sql(session)
+    fresh = _unseen(sql, origin, feed_id, items)
+    result.skipped = len(items) - len(fresh)
+    if not fresh:
+        return result
     rules = {
-        rule_id: (created, bool(channels))
-        for rule_id, created, channels in conn.execute(stmts.rules).all()
+        int(rule_id): (created, bool(channels))
+        for rule_id, created, channels in session.connection().execute(_rules_statement()).all()
     }
+    lookup = DedupLookup(sql, threshold)
+    lookup.preload_hashes([item.fingerprint.text_hash for item in fresh])
     now = utcnow()
-    tag_rows: list[dict[str, Any]] = []
-    alert_rows: dict[tuple[int, int], dict[str, Any]] = {}
-    for item in items:
+    article_rows: list[tuple[Any, ...]] = []
+    signature_rows: list[tuple[int, bytes]] = []
+    band_rows: list[tuple[int, int]] = []
+    tag_rows: list[tuple[Any, ...]] = []
+    placed: list[tuple[PreparedArticle, int, int, bool]] = []  # item, id, story, is copy
+    for item, article_id in zip(fresh, _reserve_article_ids(sql, len(fresh)), strict=True):
         data, fp = item.article, item.fingerprint
+        original = lookup.find(fp, data.text or data.title)
+        story_id = original[0] if original else article_id
+        lookup.add(article_id, story_id, fp, data.text or data.title)
+        article_rows.append(
+            (
+                article_id,
+                origin,
+                feed_id,
+                data.guid,
+                data.url,
+                data.canonical_url,
+                data.title,
+                data.text,
+                fp.text_hash,
+                data.source,
+                data.author,
+                data.dateline,
+                data.language,
+                data.published_at,
+                now,
+                original[0] if original else None,
+                story_id,
+                original[1] if original else None,
+            )
+        )
+        signature_rows.append((article_id, fp.signature))
+        if fp.shingle_count:
+            band_rows.extend((key, article_id) for key in set(fp.band_keys))
+        tag_rows.extend((article_id, t.slug, t.score, list(t.phrases)) for t in item.tags)
+        placed.append((item, article_id, story_id, original is not None))
+        (result.duplicates if original else result.stored).append(article_id)
+    tables = _tables()
+    sql.insert_many(tables["article"], _ARTICLE_COLUMNS, article_rows)
+    sql.insert_many(tables["article_signature"], ("article_id", "signature"), signature_rows)
+    sql.insert_many(tables["lsh_band"], ("key", "article_id"), band_rows)
+    sql.insert_many(tables["article_topic"], ("article_id", "slug", "score", "phrases"), tag_rows)
+    alert_rows = _alert_rows(sql, placed, rules, now)
+    if alert_rows:
+        # A (rule, story) pair stored by an earlier batch or another worker is skipped
+        # by the unique constraint (ON CONFLICT DO NOTHING). Alert ids only grow and
+        # only ingest inserts alerts, under the lock: the new ones are above the mark.
+        mark = int(sql.value("SELECT coalesce(max(id), 0) FROM alert") or 0)
+        sql.insert_many(tables["alert"], _ALERT_COLUMNS, alert_rows)
+        result.alerts = [
+            int(r[0]) for r in sql.rows("SELECT id FROM alert WHERE id > ? ORDER BY id", [mark])
+        ]
+    return result
+
+
+def _unseen(
+    sql: _Sql, origin: str, feed_id: int | None, items: Sequence[PreparedArticle]
+) -> list[PreparedArticle]:
+    """The items whose guid (per origin) or canonical URL (per feed) is not stored yet."""
+    guids = sorted({item.article.guid for item in items})
+    seen = {
+        str(r[0])
+        for r in sql.rows(
+            f"SELECT guid FROM article WHERE origin = ? AND guid IN ({_placeholders(len(guids))})",
+            [origin, *guids],
+        )
+    }
+    urls = sorted({i.article.canonical_url for i in items if i.article.canonical_url})
+    seen_urls: set[str] = set()
+    if feed_id is not None and urls:
+        seen_urls = {
+            str(r[0])
+            for r in sql.rows(
+                "SELECT canonical_url FROM article WHERE feed_id = ? "
+                f"AND canonical_url IN ({_placeholders(len(urls))})",
+                [feed_id, *urls],
+            )
+        }
+    fresh = []
+    for item in items:
+        data = item.article
         if data.guid in seen or (data.canonical_url and data.canonical_url in seen_urls):
-            result.skipped += 1
             continue
         seen.add(data.guid)
         if data.canonical_url and feed_id is not None:
             seen_urls.add(data.canonical_url)
-        original = find_original(session, fp, threshold, item.article.text or item.article.title)
-        values = {
-            "origin": origin,
-            "feed_id": feed_id,
-            "guid": data.guid,
-            "url": data.url,
-            "canonical_url": data.canonical_url,
-            "title": data.title,
-            "text": data.text,
-            "text_hash": fp.text_hash,
-            "source": data.source,
-            "author": data.author,
-            "dateline": data.dateline,
-            "language": data.language,
-            "published_at": data.published_at,
-            "created_at": now,
-            "duplicate_of": original[0] if original else None,
-            "story_id": original[0] if original else None,
-            "similarity": original[1] if original else None,
-        }
-        article_id: int = conn.execute(stmts.article, values).scalar_one()
-        if original is None:
-            # An original is its own story; the id exists only after the insert.
-            conn.execute(stmts.own_story, {"article_id": article_id})
-            story_id = article_id
-        else:
-            story_id = original[0]
-        conn.execute(stmts.signature, {"article_id": article_id, "signature": fp.signature})
-        if fp.shingle_count:
-            conn.execute(
-                stmts.band, [{"key": key, "article_id": article_id} for key in set(fp.band_keys)]
-            )
-        tag_rows.extend(
-            {"article_id": article_id, "slug": t.slug, "score": t.score, "phrases": list(t.phrases)}
-            for t in item.tags
+        fresh.append(item)
+    return fresh
+
+
+def _alert_rows(
+    sql: _Sql,
+    placed: list[tuple[PreparedArticle, int, int, bool]],
+    rules: dict[int, tuple[datetime, bool]],
+    now: datetime,
+) -> list[tuple[Any, ...]]:
+    """One alert per (rule, story) that this batch newly earns."""
+    batch_ids = {article_id for _, article_id, _, _ in placed}
+    older = sorted({story for _, _, story, copy in placed if copy and story not in batch_ids})
+    story_created: dict[int, datetime | None] = {}
+    if older:
+        rows = sql.rows(
+            f"SELECT id, created_at FROM article WHERE id IN ({_placeholders(len(older))})",
+            older,
         )
-        (result.duplicates if original else result.stored).append(article_id)
-        story_created = (
-            conn.execute(stmts.story_created, {"story_id": story_id}).scalar() if original else now
-        )
+        story_created = {int(i): sql.created_at(c) for i, c in rows}
+    rows_out: dict[tuple[int, int], tuple[Any, ...]] = {}
+    for item, article_id, story_id, copy in placed:
+        created_story = story_created.get(story_id, now) if copy else now
         topics = [t.slug for t in item.tags]
         for match in item.matches:
-            if match.rule_id not in rules or (match.rule_id, story_id) in alert_rows:
+            rule = rules.get(match.rule_id)
+            if rule is None or (match.rule_id, story_id) in rows_out:
                 continue
-            created, has_channels = rules[match.rule_id]
-            if original is not None and story_created is not None and created <= story_created:
+            rule_created, has_channels = rule
+            if copy and created_story is not None and rule_created <= created_story:
                 continue
-            alert_rows[(match.rule_id, story_id)] = {
-                "rule_id": match.rule_id,
-                "story_id": story_id,
-                "article_id": article_id,
-                "title": data.title,
-                "url": data.url,
-                "topics": topics,
-                "matched": list(match.matched),
-                "snippet": match.snippet,
-                "created_at": now,
+            rows_out[(match.rule_id, story_id)] = (
+                match.rule_id,
+                story_id,
+                article_id,
+                item.article.title,
+                item.article.url,
+                topics,
+                list(match.matched),
+                match.snippet,
+                now,
                 # An alert of a rule without channels is only stored, never sent.
-                "status": "pending" if has_channels else "none",
-            }
-    if tag_rows:
-        conn.execute(stmts.tag, tag_rows)
-    if alert_rows:
-        # One executemany (batched into multi-row INSERTs by SQLAlchemy); a (rule, story)
-        # pair stored by an earlier batch or another worker is skipped by the unique
-        # constraint and returns no id.
-        result.alerts.extend(conn.execute(stmts.alert, list(alert_rows.values())).scalars())
-    return result
+                "pending" if has_channels else "none",
+                0,
+            )
+    return list(rows_out.values())
 
 
-@dataclass(frozen=True, slots=True)
-class _IngestStatements:
-    seen_guids: Any
-    seen_urls: Any
-    article: Any
-    own_story: Any
-    signature: Any
-    band: Any
-    tag: Any
-    alert: Any
-    rules: Any
-    story_created: Any
+@lru_cache(maxsize=1)
+def _tables() -> dict[str, Any]:
+    models: tuple[Any, ...] = (Article, ArticleSignature, LshBand, ArticleTopic, Alert)
+    return {str(model.__tablename__): model.__table__ for model in models}
 
 
-@lru_cache(maxsize=4)
-def _ingest_statements(dialect: str) -> _IngestStatements:
-    # Built once per dialect with bound parameters, so SQLAlchemy compiles each once.
-    article = Article.__table__  # type: ignore[attr-defined]
-    alert = Alert.__table__  # type: ignore[attr-defined]
+@lru_cache(maxsize=1)
+def _rules_statement() -> Select[Any]:
     rule = Rule.__table__  # type: ignore[attr-defined]
-    alert_insert: Any
-    if dialect == "postgresql":
-        alert_insert = postgresql.insert(alert).on_conflict_do_nothing()
-    elif dialect == "sqlite":
-        alert_insert = sqlite.insert(alert).on_conflict_do_nothing()
-    else:  # pragma: no cover - only SQLite and PostgreSQL are supported
-        alert_insert = insert(alert)
-    return _IngestStatements(
-        seen_guids=select(article.c.guid).where(
-            article.c.origin == bindparam("origin"),
-            article.c.guid.in_(bindparam("guids", expanding=True)),
-        ),
-        seen_urls=select(article.c.canonical_url).where(
-            article.c.feed_id == bindparam("feed_id"),
-            article.c.canonical_url.in_(bindparam("urls", expanding=True)),
-        ),
-        article=insert(article).returning(article.c.id),
-        own_story=article.update()
-        .where(article.c.id == bindparam("article_id"))
-        .values(story_id=article.c.id),
-        signature=insert(ArticleSignature.__table__),  # type: ignore[attr-defined]
-        band=insert(LshBand.__table__),  # type: ignore[attr-defined]
-        tag=insert(ArticleTopic.__table__),  # type: ignore[attr-defined]
-        alert=alert_insert.returning(alert.c.id),
-        rules=select(rule.c.id, rule.c.created_at, rule.c.channels),
-        story_created=select(article.c.created_at).where(article.c.id == bindparam("story_id")),
-    )
+    return select(rule.c.id, rule.c.created_at, rule.c.channels)
 
 
 def article_record(row: Article, topics: list[str], *, with_text: bool = False) -> dict[str, Any]:

@@ -156,7 +156,8 @@ class Alert(SQLModel, table=True):
     __table_args__ = (UniqueConstraint("rule_id", "story_id", name="uq_alert_rule_story"),)
 
     id: int | None = Field(default=None, primary_key=True)
-    rule_id: int = Field(foreign_key="rule.id", index=True, ondelete="CASCADE")
+    # Indexed as the leading column of uq_alert_rule_story.
+    rule_id: int = Field(foreign_key="rule.id", ondelete="CASCADE")
     story_id: int = Field(index=True)
     article_id: int = Field(foreign_key="article.id", index=True)
     title: str = ""

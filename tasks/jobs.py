@@ -19,6 +19,7 @@ from typing import Any
 from celery import shared_task
 from sqlalchemy.exc import OperationalError
 
+from storage import search
 from storage.alerts import claim_digests, due_alert_ids
 from storage.feeds import claim_feeds, get_target, release_leases
 from tasks.errors import StorageUnavailable
@@ -167,6 +168,19 @@ def sweep_outbox() -> int:
         log.warning("not sweeping the outbox this tick: %s", _one_line(exc))
         return 0
     return len(ids)
+
+
+@shared_task(name="newswatch.index_for_search")
+def index_for_search() -> int:
+    """Index newly stored articles for full-text search, off the ingest path.
+
+    Periodic and not retried: a search catches up by itself, this only keeps it quick.
+    """
+    try:
+        return search.index_for_search(get_runtime().engine)
+    except RETRYABLE as exc:
+        log.warning("not indexing for search this tick: %s", _one_line(exc))
+        return 0
 
 
 def _one_line(exc: BaseException) -> str:

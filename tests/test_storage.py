@@ -104,6 +104,27 @@ def test_one_alert_per_rule_and_story_across_copies(store: Any) -> None:
     assert again.skipped == 1 and again.stored == [] and again.alerts == []
 
 
+def test_copies_within_one_batch_link_to_the_first_and_alert_once(store: Any) -> None:
+    _, engine = store
+    add_rule(engine, name="costs", query='"cost sharing" AND troops', topics=[], channels=[])
+    result = ingest(
+        store,
+        "feed:a",
+        ("a1", "Cost-sharing talks resume", STORY),
+        ("a2", "Allies resume cost talks", COPY),  # near copy, same batch
+        ("a3", "Cost-sharing talks resume", STORY),  # exact copy under another guid
+        ("a1", "Cost-sharing talks resume", STORY),  # same guid again: skipped
+    )
+    assert len(result.stored) == 1 and len(result.duplicates) == 2 and result.skipped == 1
+    original = result.stored[0]
+    for copy_id in result.duplicates:
+        assert get_article(engine, copy_id)["duplicate_of"] == original
+    [alert] = list_alerts(engine, AlertFilter())
+    assert result.alerts == [alert["id"]] and alert["article_id"] == original
+    later = ingest(store, "feed:b", ("b1", "Cost talks", STORY.replace("Tuesday", "Monday")))
+    assert later.duplicates and get_article(engine, later.duplicates[0])["duplicate_of"] == original
+
+
 def test_rule_added_after_a_story_alerts_once_on_its_next_copy(store: Any) -> None:
     _, engine = store
     original = ingest(store, "feed:a", ("a1", "Cost-sharing talks resume", STORY))

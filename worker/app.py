@@ -75,6 +75,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
                 "task": "newswatch.sweep_outbox",
                 "schedule": timedelta(seconds=settings.outbox_sweep_seconds),
             },
+            "index-for-search": {
+                "task": "newswatch.index_for_search",
+                "schedule": timedelta(seconds=settings.search_index_seconds),
+            },
         },
         "timezone": "UTC",
     }

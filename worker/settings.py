@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     # leaves the alert to the sweeper once the lease has expired.
     delivery_lease_seconds: float = 300.0
     outbox_sweep_seconds: float = 30.0
+    # How often a worker indexes newly stored articles for full-text search (SQLite;
+    # a search also catches up first, so this only keeps searches quick).
+    search_index_seconds: float = 60.0
     # The sweeper leaves a never-attempted alert alone this long after it was stored:
     # its own deliver task is normally on the way.
     outbox_grace_seconds: float = 30.0
