@@ -9,6 +9,7 @@ impossible to store twice.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -101,10 +102,7 @@ class _Sql:
             return
         processors = _bind_processors(table, tuple(columns), self.dialect.name)
         if any(processors):
-            rows = [
-                tuple(v if p is None else p(v) for p, v in zip(processors, row, strict=True))
-                for row in rows
-            ]
+            rows = _processed(rows, processors)
         conflict = " ON CONFLICT DO NOTHING" if table.name == "alert" else ""
         sql = (
             f"INSERT INTO {table.name} ({', '.join(columns)}) "
@@ -116,6 +114,30 @@ class _Sql:
         """A stored created_at read back through the column type (naive on SQLite)."""
         processor = _result_processor(self.dialect.name)
         return processor(value) if processor else value
+
+
+def _processed(rows: list[tuple[Any, ...]], processors: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+    """Rows with each value passed through its column's bind processor.
+
+    Memoized per column: a batch repeats the same timestamp, topic lists and matched
+    terms many times, and JSON encoding them again each time was most of the cost.
+    """
+    active: list[tuple[int, Any, dict[Any, Any]]] = [
+        (i, p, {}) for i, p in enumerate(processors) if p is not None
+    ]
+    out = []
+    for row in rows:
+        values = list(row)
+        for index, processor, memo in active:
+            value = values[index]
+            if value is None:
+                continue
+            key = tuple(value) if isinstance(value, list) else value
+            if key not in memo:
+                memo[key] = processor(value)
+            values[index] = memo[key]
+        out.append(tuple(values))
+    return out
 
 
 @lru_cache(maxsize=32)
@@ -159,7 +181,9 @@ class DedupLookup:
         self._threshold = threshold
         self._stored_hashes: dict[str, int] = {}
         self._batch_hashes: dict[str, int] = {}
-        self._batch_bands: dict[int, list[int]] = {}
+        # Band key -> the first batch article with it; later ones (rare) in _more_bands.
+        self._band_owner: dict[int, int] = {}
+        self._more_bands: dict[int, list[int]] = {}
         self._batch: dict[int, tuple[bytes, int, str]] = {}  # id -> (signature, story, text)
 
     def preload_hashes(self, hashes: Sequence[str]) -> None:
@@ -194,10 +218,10 @@ class DedupLookup:
         )
         stories = {int(r[0]): r[3] for r in rows}
         ranked = [(int(r[1]), int(r[0]), bytes(r[2])) for r in rows]
-        shared: dict[int, int] = {}
-        for key in keys:
-            for article_id in self._batch_bands.get(key, ()):
-                shared[article_id] = shared.get(article_id, 0) + 1
+        hits = self._band_owner.keys() & keys
+        shared = Counter(self._band_owner[key] for key in hits)
+        for key in hits & self._more_bands.keys():
+            shared.update(self._more_bands[key])
         ranked += [(n, aid, self._batch[aid][0]) for aid, n in shared.items()]
         ranked.sort(reverse=True)
         best = best_match(
@@ -218,8 +242,11 @@ class DedupLookup:
         self._batch_hashes.setdefault(fp.text_hash, story_id)
         self._batch[article_id] = (fp.signature, story_id, text)
         if fp.shingle_count:
-            for key in set(fp.band_keys):
-                self._batch_bands.setdefault(key, []).append(article_id)
+            keys = set(fp.band_keys)
+            taken = keys & self._band_owner.keys()
+            for key in taken:
+                self._more_bands.setdefault(key, []).append(article_id)
+            self._band_owner.update(dict.fromkeys(keys - taken, article_id))
 
     def _texts_of(self, ids: list[int]) -> dict[int, str]:
         texts = {i: self._batch[i][2] for i in ids if i in self._batch}

@@ -156,9 +156,9 @@ class Alert(SQLModel, table=True):
     __table_args__ = (UniqueConstraint("rule_id", "story_id", name="uq_alert_rule_story"),)
 
     id: int | None = Field(default=None, primary_key=True)
-    # Indexed as the leading column of uq_alert_rule_story.
+    # Both indexed through uq_alert_rule_story (nothing looks up story_id alone).
     rule_id: int = Field(foreign_key="rule.id", ondelete="CASCADE")
-    story_id: int = Field(index=True)
+    story_id: int
     article_id: int = Field(foreign_key="article.id", index=True)
     title: str = ""
     url: str | None = None

@@ -5,8 +5,9 @@ above `search_index_state.indexed_through` are indexed in one statement before a
 search (and periodically by the worker), see storage/search.py. The delete and
 update triggers only touch rows that were indexed. The alert FTS index is dropped on
 both backends: an alert is searched through its article's title and text, which
-contain its title and snippet. The alert rule_id index is dropped as well: the unique
-(rule_id, story_id) constraint already starts with rule_id.
+contain its title and snippet. The alert rule_id and story_id indexes are dropped as
+well: nothing queries story_id alone, and the unique (rule_id, story_id) constraint
+serves rule_id.
 
 Revision ID: 0003
 Revises: 0002
@@ -28,6 +29,7 @@ _INDEXED = "(SELECT indexed_through FROM search_index_state WHERE name = 'articl
 def upgrade() -> None:
     with op.batch_alter_table("alert", schema=None) as batch_op:
         batch_op.drop_index("ix_alert_rule_id")
+        batch_op.drop_index("ix_alert_story_id")
     if op.get_bind().dialect.name != "sqlite":
         op.execute("DROP INDEX IF EXISTS ix_alert_fts")
         return
@@ -62,6 +64,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     with op.batch_alter_table("alert", schema=None) as batch_op:
         batch_op.create_index("ix_alert_rule_id", ["rule_id"], unique=False)
+        batch_op.create_index("ix_alert_story_id", ["story_id"], unique=False)
     if op.get_bind().dialect.name != "sqlite":
         op.execute(
             "CREATE INDEX ix_alert_fts ON alert USING gin "
