@@ -399,17 +399,8 @@ def run_obvious(docs: list[bytes], rules: list[RuleDef], db: Path, budget: float
         if clock() - t_start > budget:
             break
     wall = clock() - t_start
-    # Full-text indexing is kept off the ingest path (storage/search.py) but is still
-    # work the store does: timed here on its own, once for everything stored above.
-    from storage.search import index_for_search
-
-    t = clock()
-    indexed = index_for_search(engine)
-    search_index_seconds = clock() - t
     engine.dispose()
     return {
-        "search_index_seconds": search_index_seconds,
-        "search_index_us_per_entry": search_index_seconds / max(indexed, 1) * 1e6,
         "entries": entries,
         "seconds": wall,
         "entries_per_s": entries / wall,
