@@ -22,6 +22,9 @@ from sqlalchemy.orm import Session
 from tasks.errors import StorageUnavailable
 
 SQLITE_BUSY_TIMEOUT_MS = 60_000
+# Page cache per connection (the default is 2 MiB): the band and article indexes take
+# random inserts, and with a small cache each one rereads pages from the OS.
+SQLITE_CACHE_KIB = 64 * 1024
 
 _engines: dict[tuple[int, str], Engine] = {}
 _lock = threading.Lock()
@@ -37,6 +40,7 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor.execute("PRAGMA journal_mode = WAL")
         cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.execute(f"PRAGMA cache_size = -{SQLITE_CACHE_KIB}")
         cursor.close()
 
     @event.listens_for(engine, "begin")
