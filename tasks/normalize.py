@@ -58,12 +58,18 @@ _CHAR_FOLDS = str.maketrans(
 # replacing only the characters present gives what `str.translate` gives, without its
 # per-character dict look-up over the whole text (most texts hold none of them).
 _CHAR_FOLD_PAIRS = tuple((chr(code), folded) for code, folded in _CHAR_FOLDS.items())
+# The folds that can apply to an ASCII text (backtick, tab, carriage return).
+_ASCII_FOLD_PAIRS = tuple((char, folded) for char, folded in _CHAR_FOLD_PAIRS if char.isascii())
 # Control and format characters (zero-width spaces, soft hyphens, bidi marks, NUL...),
 # except newline and tab. Removed *before* NFKC so composition sees the final sequence.
 _INVISIBLE_RE = re.compile(
     r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u00ad\u200b-\u200f\u202a-\u202e"
     r"\u2060-\u206f\ufeff\ufff9-\ufffb]"
 )
+# The ASCII characters outside _INVISIBLE_RE: deleting them from a text's UTF-8 bytes
+# leaves its non-ASCII characters and ASCII controls, usually a handful, which is all
+# _INVISIBLE_RE needs to look at (see `_without_invisible`).
+_VISIBLE_ASCII = bytes(code for code in range(128) if not _INVISIBLE_RE.match(chr(code)))
 _CURLY_QUOTE_RE = re.compile("[“”]")
 _BLANK_LINES_RE = re.compile(r"\n\s*\n")
 _SPACE_RUN_RE = re.compile(r" {2,}")
@@ -315,7 +321,7 @@ def html_to_text(html: str, *, url: str | None = None, full_page: bool = False) 
     """
     if not html or not html.strip():
         return ""
-    html = _INVISIBLE_RE.sub("", html)
+    html = _without_invisible(html)
     if full_page:
         text = _trafilatura_text(html, url)
         if text:
@@ -435,9 +441,32 @@ def _drop_link_dense_blocks(root: lxml.html.HtmlElement) -> None:
 # --- text -----------------------------------------------------------------------------
 
 
+def _without_invisible(text: str) -> str:
+    """`text` without the characters of _INVISIBLE_RE.
+
+    A byte-table pass first deletes every ASCII character the regex cannot match (a
+    few times cheaper than the regex, which then only looks at what is left: nothing,
+    for an ASCII text without controls); the text itself is rewritten only when what
+    is left holds an invisible character.
+    """
+    rest = text.encode("utf-8", "surrogatepass").translate(None, _VISIBLE_ASCII)
+    if rest and _INVISIBLE_RE.search(rest.decode("utf-8", "surrogatepass")):
+        return _INVISIBLE_RE.sub("", text)
+    return text
+
+
 def _normalize_chars(text: str) -> str:
     """Invisible characters out, NFKC, quotes/dashes folded, newlines unified."""
-    text = _INVISIBLE_RE.sub("", text.replace("\r\n", "\n"))
+    if "\r" in text:
+        text = text.replace("\r\n", "\n")
+    text = _without_invisible(text)
+    if text.isascii():
+        # NFKC leaves ASCII as it is and no curly quote can be present: the few ASCII
+        # folds are all there is to do.
+        for char, folded in _ASCII_FOLD_PAIRS:
+            if char in text:
+                text = text.replace(char, folded)
+        return text
     text = unicodedata.normalize("NFKC", text)
     # A curly quote glued to a word ('South Korea“went crazy”') loses the space it
     # implied once folded to '"'; put it back while the direction is still known.

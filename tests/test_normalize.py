@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from tasks.models import RawEntry
@@ -24,6 +24,7 @@ from tasks.normalize import (
     _collapse_whitespace,
     _normalize_chars,
     _single_spaced,
+    _without_invisible,
     canonical_url,
     clean_text,
     html_to_text,
@@ -376,13 +377,23 @@ def test_whitespace_helpers_equal_their_regex_definitions(text: str) -> None:
         assert _single_spaced(line) == re.sub(r"[^\S\n]+", " ", line).strip()
 
 
+ascii_text = st.text(alphabet=st.characters(max_codepoint=127))
+
+
 @settings(max_examples=500, deadline=None)
-@given(spacey_text)
+@given(st.one_of(spacey_text, ascii_text))
 def test_normalize_chars_equals_its_regex_and_translate_definition(text: str) -> None:
     expected = _INVISIBLE_RE.sub("", text.replace("\r\n", "\n"))
     expected = unicodedata.normalize("NFKC", expected)
     expected = re.sub(r"(?<=[^\W_])(?=“)|(?<=”)(?=[^\W_])", " ", expected)
     assert _normalize_chars(text) == expected.translate(_CHAR_FOLDS)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(spacey_text, ascii_text, st.text()))
+@example("lone \ud800 surrogate \u200b\x00 and \udfff")
+def test_byte_table_shortcuts_equal_the_plain_definitions(text: str) -> None:
+    assert _without_invisible(text) == _INVISIBLE_RE.sub("", text)
 
 
 @settings(max_examples=300, deadline=None)
