@@ -24,9 +24,10 @@ import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from enum import Enum
+from functools import lru_cache
+from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-import lxml.html
 from lxml import etree
 
 from tasks.models import Article, RawEntry
@@ -319,21 +320,26 @@ def html_to_text(html: str, *, url: str | None = None, full_page: bool = False) 
     (summaries, content:encoded) use a light lxml walk, which is fast enough for the
     per-entry budget. Never raises: unusable input gives "".
     """
+    return _html_to_text(html, url, full_page)[0]
+
+
+def _html_to_text(html: str, url: str | None, full_page: bool) -> tuple[str, bool]:
+    """`html_to_text`, and whether the text came from `_snippet_text` (see `_clean_text`)."""
     if not html or not html.strip():
-        return ""
+        return "", False
     html = _without_invisible(html)
     if full_page:
         text = _trafilatura_text(html, url)
         if text:
-            return text
+            return text, False
     elif not _HAS_TAG_RE.search(html):
         # Many feeds put plain text in their "HTML" fields: keep its line structure
         # (an HTML parser would fold every newline into one space).
-        return htmllib.unescape(html)
+        return htmllib.unescape(html), False
     try:
-        return _snippet_text(html)
+        return _snippet_text(html), True
     except Exception:  # lxml raises several unrelated types on hostile input
-        return ""
+        return "", False
 
 
 def _trafilatura_text(html: str, url: str | None) -> str:
@@ -355,30 +361,55 @@ def _trafilatura_text(html: str, url: str | None) -> str:
     return "\n\n".join(line.strip() for line in text.splitlines() if line.strip())
 
 
-def _snippet_text(html: str) -> str:
-    """Light lxml conversion: blocks become paragraphs, <br> a line break."""
-    root = lxml.html.document_fromstring(html)
-    for element in root.iter(*_DROP_TAGS):
-        if element.getparent() is not None:
-            element.drop_tree()
-    _drop_link_dense_blocks(root)
-    parts: list[str] = []
-    for event, element in etree.iterwalk(root, events=("start", "end")):
-        tag = element.tag if isinstance(element.tag, str) else ""
-        if event == "start":
-            if tag in _BLOCK_TAGS:
-                parts.append("\n\n")
-            elif tag == "br":
-                parts.append("\n")
-            elif tag in ("td", "th"):
-                parts.append(" ")
-            if tag and element.text:
-                parts.append(_collapse_whitespace(element.text))
-        else:
-            if tag in _BLOCK_TAGS:
-                parts.append("\n\n")
-            if element.tail and element is not root:
-                parts.append(_collapse_whitespace(element.tail))
+# What the walk adds where an element starts; blocks also end with a blank line.
+_START_MARKS = {**dict.fromkeys(_BLOCK_TAGS, "\n\n"), "br": "\n", "td": " ", "th": " "}
+# Elements that call for pruning before the walk: content to drop, or links (link-dense
+# blocks need links). Most feed snippets hold none, and skip pruning.
+_PRUNE_TAGS = frozenset(("a", *_DROP_TAGS))
+_NEWLINE_RUN_RE = re.compile("\n\n\n+")  # not `\n{3,}`: a literal start is searched fast
+_PRINTABLE_ASCII = bytes(range(0x20, 0x7F))
+
+
+@lru_cache(maxsize=1)
+def _snippet_parser() -> Any:
+    """lxml.html's parser without its element classes: the same tree, plain elements.
+
+    lxml.html looks up an element's class in Python for every element it hands out,
+    which cost more than the parse itself; the walk needs none of those classes.
+    """
+    return etree.HTMLParser()
+
+
+@lru_cache(maxsize=1)
+def _string_content() -> Any:
+    """The XPath that lxml.html's `text_content()` evaluates."""
+    return etree.XPath("string()", smart_strings=False)
+
+
+def _snippet_text(html: str, *, fast: bool = True) -> str:
+    """Light lxml conversion: blocks become paragraphs, <br> a line break.
+
+    The result's only whitespace is single spaces inside lines and one or two newlines
+    between lines, which `_clean_text` relies on. `fast=False` turns the fast path off,
+    so that tests can compare both.
+    """
+    root = etree.fromstring(html, _snippet_parser())
+    if root is None:
+        return ""  # an empty document
+    if not _PRUNE_TAGS.isdisjoint([element.tag for element in root.iter()]):
+        for element in root.iter(*_DROP_TAGS):
+            if element.getparent() is not None:
+                _drop_tree(element)
+        _drop_link_dense_blocks(root)
+    parts, positions, plain = _snippet_parts(root)
+    if fast and plain:
+        texts = "".join([parts[i] for i in positions])
+        if "  " not in texts and _is_printable(texts):
+            # Every text is already collapsed and no space meets a newline: only the
+            # runs of blank lines between blocks are left to settle.
+            return _NEWLINE_RUN_RE.sub("\n\n", "".join(parts)).strip("\n")
+    for i in positions:
+        parts[i] = _collapse_whitespace(parts[i])
     # The only whitespace left is single spaces inside parts, the spaces and newlines
     # added above, so plain replacements strip every line and collapse space runs.
     text = "".join(parts)
@@ -386,6 +417,42 @@ def _snippet_text(html: str) -> str:
         text = _SPACE_RUN_RE.sub(" ", text)
     text = text.replace("\n ", "\n").replace(" \n", "\n")
     return _BLANK_LINES_RE.sub("\n\n", text).strip()
+
+
+def _snippet_parts(root: Any) -> tuple[list[str], list[int], bool]:
+    """Walk the tree: marks and raw texts in document order, and where the texts are.
+
+    The flag is true when every mark is a block's blank line and no text starts or ends
+    with a space: then, if the texts are printable and single-spaced, nothing but the
+    blank lines needs settling.
+    """
+    parts: list[str] = []
+    positions: list[int] = []
+    plain = True
+    for event, element in etree.iterwalk(root, events=("start", "end")):
+        tag = element.tag  # a function, not a str, for comments and processing instructions
+        if event == "start":
+            mark = _START_MARKS.get(tag)
+            if mark is not None:
+                parts.append(mark)
+                plain = plain and mark == "\n\n"
+            text = element.text if isinstance(tag, str) else None
+        else:
+            if tag in _BLOCK_TAGS:
+                parts.append("\n\n")
+            text = element.tail if element is not root else None
+        if text:
+            positions.append(len(parts))
+            parts.append(text)
+            if text[0] == " " or text[-1] == " ":
+                plain = False
+    return parts, positions, plain
+
+
+def _is_printable(text: str) -> bool:
+    """`text.isprintable()`, through a byte table that skips printable ASCII (faster)."""
+    rest = text.encode("utf-8", "surrogatepass").translate(None, _PRINTABLE_ASCII)
+    return not rest or rest.decode("utf-8", "surrogatepass").isprintable()
 
 
 # Whitespace is collapsed with str methods rather than a regex: this is the hot loop of
@@ -416,11 +483,28 @@ def _single_spaced(line: str) -> str:
     return " ".join(line.split())
 
 
-def _drop_link_dense_blocks(root: lxml.html.HtmlElement) -> None:
+def _drop_tree(element: Any) -> None:
+    """Remove an element with its content, keeping its tail (lxml.html's `drop_tree`)."""
+    parent = element.getparent()
+    if element.tail:
+        previous = element.getprevious()
+        if previous is None:
+            parent.text = (parent.text or "") + element.tail
+        else:
+            previous.tail = (previous.tail or "") + element.tail
+    parent.remove(element)
+
+
+def _text_length(element: Any) -> int:
+    """Length of an element's text content without surrounding whitespace."""
+    return len(_string_content()(element).strip())
+
+
+def _drop_link_dense_blocks(root: Any) -> None:
     """Remove menus and link lists: blocks whose text is mostly link text."""
     if root.find(".//a") is None:
         return  # most snippets: no links, so nothing can be link-dense
-    total = len(root.text_content().strip())
+    total = _text_length(root)
     if total == 0:
         return
     for block in list(root.iter(*_LINK_BLOCK_TAGS)):
@@ -429,13 +513,13 @@ def _drop_link_dense_blocks(root: lxml.html.HtmlElement) -> None:
         links = block.findall(".//a")
         if not links:
             continue
-        block_len = len(block.text_content().strip())
+        block_len = _text_length(block)
         if block_len == 0 or block_len >= 0.8 * total:
             continue
-        link_len = sum(len(a.text_content().strip()) for a in links)
+        link_len = sum(_text_length(a) for a in links)
         dense = link_len / block_len >= _LINK_DENSITY
         if dense and (len(links) >= 2 or block.tag in ("ul", "ol")):
-            block.drop_tree()
+            _drop_tree(block)
 
 
 # --- text -----------------------------------------------------------------------------
@@ -492,8 +576,15 @@ def _unglue_quote(match: re.Match[str]) -> str:
     return "” " if end < len(text) and text[end].isalnum() else quote
 
 
-def _blocks_of_lines(text: str) -> list[list[str]]:
-    """Blank-line separated blocks, each a list of whitespace-collapsed lines."""
+def _blocks_of_lines(text: str, *, spaced: bool = False) -> list[list[str]]:
+    """Blank-line separated blocks, each a list of whitespace-collapsed lines.
+
+    `spaced` promises the form `_snippet_text` gives: nothing to collapse or strip, and
+    lines separated by one or two newlines alone (checking it would cost more than the
+    general path).
+    """
+    if spaced:
+        return [block.split("\n") for block in text.split("\n\n")]
     blocks = []
     for raw_block in _BLANK_LINES_RE.split(text):
         lines = [_single_spaced(line) for line in raw_block.split("\n")]
@@ -671,11 +762,20 @@ def clean_text(text: str) -> CleanedText:
     bylines, source lines and datelines returned as fields instead of text. Idempotent
     on its own `text`, and never raises.
     """
+    return _clean_text(text, spaced=False)
+
+
+def _clean_text(text: str, *, spaced: bool) -> CleanedText:
+    """`clean_text`; `spaced` says that `text` is `_snippet_text` output.
+
+    Such a text's lines need no collapsing, unless character normalization changed it.
+    """
     if not text:
         return CleanedText(text="")
     meta = _Meta()
     lines: list[str] = []
-    for block in _blocks_of_lines(_normalize_chars(text)):
+    normalized = _normalize_chars(text)
+    for block in _blocks_of_lines(normalized, spaced=spaced and normalized == text):
         lines.extend(_join_broken_lines(block))
     # Taking a dateline or credit off a line can leave a line that is itself
     # boilerplate; repeat until nothing more changes (one extra pass at most, in practice).
@@ -874,10 +974,10 @@ def normalize_entry(raw: RawEntry) -> Article:
     """
     if raw.content_type == "html":
         full_page = _FULL_DOCUMENT_RE.search(raw.content, 0, 2048) is not None
-        body = html_to_text(raw.content, url=raw.url, full_page=full_page)
+        body, spaced = _html_to_text(raw.content, raw.url, full_page)
     else:
-        body = raw.content
-    cleaned = clean_text(body)
+        body, spaced = raw.content, False
+    cleaned = _clean_text(body, spaced=spaced)
     paragraphs = cleaned.text.split("\n\n") if cleaned.text else []
 
     title = _single_line(raw.title)

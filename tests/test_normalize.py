@@ -21,9 +21,13 @@ from tasks.normalize import (
     _CHAR_FOLDS,
     _INVISIBLE_RE,
     CleanedText,
+    _clean_text,
     _collapse_whitespace,
+    _html_to_text,
+    _is_printable,
     _normalize_chars,
     _single_spaced,
+    _snippet_text,
     _without_invisible,
     canonical_url,
     clean_text,
@@ -394,6 +398,59 @@ def test_normalize_chars_equals_its_regex_and_translate_definition(text: str) ->
 @example("lone \ud800 surrogate \u200b\x00 and \udfff")
 def test_byte_table_shortcuts_equal_the_plain_definitions(text: str) -> None:
     assert _without_invisible(text) == _INVISIBLE_RE.sub("", text)
+    assert _is_printable(text) == text.isprintable()
+
+
+# Feed snippets: block and inline tags, links and dropped elements, entities, spaces of
+# every kind, and text of any characters.
+snippet_html = st.lists(
+    st.one_of(
+        st.sampled_from(
+            [
+                "<p>", "</p>", "<div>", "</div>", "<br>", "<td>", "<th>", "</td>", "<span>",
+                "</span>", "<b>", "</b>", "<ul><li>", "</li></ul>", "<a href='/x'>", "</a>",
+                "<!-- note -->", "<script>x = 1</script>", "<figure>Photo</figure>", " ", "  ",
+                "\n", "\t", "\r\n", "&amp;", "&nbsp;", "&#8203;", "&#32;", "&#x2028;", "\xa0",
+                "\u200b", "“", "”", "é", "£", "Word", "two words", "Sentence. ", " lead",
+                "trail ",
+            ]
+        ),
+        st.text(alphabet=st.characters(codec="utf-8"), max_size=12),
+    ),
+    max_size=30,
+).map("".join)  # fmt: skip
+
+
+def _outcome(function: Any, *args: Any, **kwargs: Any) -> Any:
+    try:
+        return function(*args, **kwargs)
+    except Exception as exc:  # compared, not raised: both paths must fail alike
+        return type(exc)
+
+
+@settings(max_examples=500, deadline=None)
+@given(snippet_html)
+@example("<p>One  two</p><p> three </p>")
+@example("<p>a</p>\n<p>b<br>c</p><table><tr><td>x</td><td>y</td></tr></table>")
+def test_snippet_fast_path_equals_the_general_path(html: str) -> None:
+    assert _outcome(_snippet_text, html) == _outcome(_snippet_text, html, fast=False)
+
+
+@settings(max_examples=500, deadline=None)
+@given(snippet_html)
+@example("<p>Seoul, May 21 (Yonhap) -- Talks resumed.</p><p>Advertisement</p>")
+@example("<p>“Quoted”text and ﬁne print</p><p>a&#8203;b</p>")
+def test_clean_text_shortcut_for_snippets_equals_clean_text(html: str) -> None:
+    text, spaced = _html_to_text(html, None, False)
+    assert text == html_to_text(html)
+    if spaced and text:
+        # What the shortcut relies on: single spaces inside lines, one or two newlines
+        # between them, nothing at either end.
+        assert text == text.strip()
+        assert "  " not in text and "\n\n\n" not in text
+        assert " \n" not in text and "\n " not in text
+        assert not re.search(r"[^\S \n]", text)
+    assert _clean_text(text, spaced=spaced) == clean_text(text)
 
 
 @settings(max_examples=300, deadline=None)
