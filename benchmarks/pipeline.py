@@ -25,6 +25,7 @@ Also records throughput and look-up latency per 1,000 entries against the store 
 for the plot drawn by ``benchmarks/run_all.py``.
 
     python benchmarks/pipeline.py [--corpora PATH] [--json PATH] [--quick] [--profile]
+                                  [--database sqlite|postgresql]
 """
 
 from __future__ import annotations
@@ -167,8 +168,11 @@ class Timers:
 # --------------------------------------------------------------------------- newswatch
 
 
-def run_newswatch(docs: list[bytes], rules: list[RuleDef], db: Path) -> dict[str, Any]:
-    """The newswatch stages with timers, a transaction per batch; returns the figures."""
+def run_newswatch(docs: list[bytes], rules: list[RuleDef], url: str) -> dict[str, Any]:
+    """The newswatch stages with timers, a transaction per batch; returns the figures.
+
+    `url` is an empty database (a SQLite file, or a fresh PostgreSQL database).
+    """
     import storage.articles as articles_mod
     from storage.articles import PreparedArticle, ingest
     from storage.engine import get_engine
@@ -179,7 +183,7 @@ def run_newswatch(docs: list[bytes], rules: list[RuleDef], db: Path) -> dict[str
     from tasks.parse import parse_feed
     from tasks.pipeline import MatcherCache
 
-    engine = get_engine(f"sqlite:///{db}")
+    engine = get_engine(url)
     upgrade(engine)
     for i, r in enumerate(rules):
         add_rule(engine, name=f"r{i}", query=r.query(), topics=[], channels=[])
@@ -429,6 +433,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--entries", type=int, default=None)
     ap.add_argument("--baseline-seconds", type=float, default=20.0)
     ap.add_argument("--profile", action="store_true", help="cProfile the newswatch run")
+    ap.add_argument(
+        "--database",
+        choices=["sqlite", "postgresql"],
+        default="sqlite",
+        help="postgresql: also run newswatch on a throwaway PostgreSQL cluster",
+    )
     args = ap.parse_args(argv)
 
     articles = load_bbc(args.corpora)
@@ -438,10 +448,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"pipeline: {count:,} entries in {len(docs)} documents, {len(rules):,} rules, one core")
     with tempfile.TemporaryDirectory(prefix="nw-pipeline-") as tmp:
         if args.profile:
-            _profile(lambda: run_newswatch(docs, rules, Path(tmp) / "profile.db"))
-        nw = run_newswatch(docs, rules, Path(tmp) / "newswatch.db")
+            _profile(lambda: run_newswatch(docs, rules, f"sqlite:///{tmp}/profile.db"))
+        nw = run_newswatch(docs, rules, f"sqlite:///{tmp}/newswatch.db")
         budget = args.baseline_seconds / (4 if args.quick else 1)
         ob = run_obvious(docs, rules, Path(tmp) / "obvious.db", budget)
+    pg = None
+    if args.database == "postgresql":
+        from tests.servers import postgres_server
+
+        # The server is another process: this row is not a one-core figure.
+        with postgres_server() as url:
+            pg = run_newswatch(docs, rules, url)
 
     rows = [
         (
@@ -453,6 +470,17 @@ def main(argv: list[str] | None = None) -> int:
         ),
         ("obvious stack", ob["entries"], ob["seconds"], ob["entries_per_s"], 1.0),
     ]
+    if pg is not None:
+        rows.insert(
+            1,
+            (
+                "newswatch, PostgreSQL",
+                pg["entries"],
+                pg["seconds"],
+                pg["entries_per_s"],
+                pg["entries_per_s"] / ob["entries_per_s"],
+            ),
+        )
     print()
     print(table(["stack", "entries", "seconds", "entries/s", "x obvious"], rows))
     print()
@@ -467,6 +495,13 @@ def main(argv: list[str] | None = None) -> int:
         for s, o in zip(nw["stages"], ob["stages"], strict=True)
     ]
     print(table(["stage", "newswatch us/entry", "share", "obvious us/entry", "share"], stage_rows))
+    if pg is not None:
+        print()
+        pg_rows = [
+            (s["stage"], s["us_per_entry"], p["us_per_entry"])
+            for s, p in zip(nw["stages"], pg["stages"], strict=True)
+        ]
+        print(table(["stage", "SQLite us/entry", "PostgreSQL us/entry"], pg_rows))
     print(
         f"\nnewswatch stored {nw['stored']:,} originals, {nw['duplicates']:,} duplicates, "
         f"{nw['alerts']:,} alerts; look-up median {nw['lookup_median_ms']:.3f} ms"
@@ -484,6 +519,7 @@ def main(argv: list[str] | None = None) -> int:
             "quick": args.quick,
             "rules": len(rules),
             "newswatch": nw,
+            "newswatch_postgresql": pg,
             "obvious": ob,
             "speedup": nw["entries_per_s"] / ob["entries_per_s"],
         },

@@ -96,19 +96,50 @@ class _Sql:
         row = self._cursor.fetchone()
         return None if row is None else row[0]
 
-    def insert_many(self, table: Any, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
-        """INSERT `rows` (tuples in `columns` order) with one executemany."""
+    def insert_many(
+        self,
+        table: Any,
+        columns: Sequence[str],
+        rows: list[tuple[Any, ...]],
+        *,
+        skip_conflicts: bool = False,
+    ) -> None:
+        """INSERT `rows` (tuples in `columns` order), skipping unique conflicts if asked.
+
+        SQLite: one executemany (in-process, nothing to batch). PostgreSQL: COPY, since
+        executemany pays a round trip per row (~30 µs); COPY has no ON CONFLICT, so rows
+        that may conflict are copied into a temporary table and inserted from there.
+        """
         if not rows:
             return
         processors = _bind_processors(table, tuple(columns), self.dialect.name)
         if any(processors):
             rows = _processed(rows, processors)
-        conflict = " ON CONFLICT DO NOTHING" if table.name == "alert" else ""
-        sql = (
-            f"INSERT INTO {table.name} ({', '.join(columns)}) "
-            f"VALUES ({_placeholders(len(columns))}){conflict}"
+        names = ", ".join(columns)
+        if self._qmark:
+            conflict = " ON CONFLICT DO NOTHING" if skip_conflicts else ""
+            sql = f"INSERT INTO {table.name} ({names}) VALUES ({_placeholders(len(columns))})"
+            self._cursor.executemany(sql + conflict, rows)
+            return
+        if not skip_conflicts:
+            self._copy(f"{table.name} ({names})", rows)
+            return
+        staging = f"incoming_{table.name}"
+        self._cursor.execute(
+            f"CREATE TEMPORARY TABLE IF NOT EXISTS {staging} ON COMMIT DELETE ROWS AS "
+            f"SELECT {names} FROM {table.name} WITH NO DATA"
         )
-        self._cursor.executemany(self._sql(sql), rows)
+        self._copy(f"{staging} ({names})", rows)
+        self._cursor.execute(
+            f"INSERT INTO {table.name} ({names}) SELECT {names} FROM {staging} "
+            "ON CONFLICT DO NOTHING"
+        )
+        self._cursor.execute(f"TRUNCATE {staging}")
+
+    def _copy(self, target: str, rows: list[tuple[Any, ...]]) -> None:
+        with self._cursor.copy(f"COPY {target} FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
 
     def created_at(self, value: Any) -> datetime | None:
         """A stored created_at read back through the column type (naive on SQLite)."""
@@ -427,7 +458,7 @@ def ingest(
         # by the unique constraint (ON CONFLICT DO NOTHING). Alert ids only grow and
         # only ingest inserts alerts, under the lock: the new ones are above the mark.
         mark = int(sql.value("SELECT coalesce(max(id), 0) FROM alert") or 0)
-        sql.insert_many(tables["alert"], _ALERT_COLUMNS, alert_rows)
+        sql.insert_many(tables["alert"], _ALERT_COLUMNS, alert_rows, skip_conflicts=True)
         result.alerts = [
             int(r[0]) for r in sql.rows("SELECT id FROM alert WHERE id > ? ORDER BY id", [mark])
         ]

@@ -106,13 +106,15 @@ class LshBand(SQLModel, table=True):
 
     On SQLite the table is WITHOUT ROWID: the primary key is the table, so each band is
     stored once instead of in a table and again in its index (half the bytes on disk).
+    No foreign key: only ingest writes bands, in the article's transaction, and a
+    check per band row cost more than the insert (migration 0003).
     """
 
     __tablename__ = "lsh_band"
     __table_args__ = {"sqlite_with_rowid": False}
 
     key: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
-    article_id: int = Field(primary_key=True, foreign_key="article.id", ondelete="CASCADE")
+    article_id: int = Field(primary_key=True)
 
 
 class Topic(SQLModel, table=True):
