@@ -85,6 +85,17 @@ class _Sql:
     def _sql(self, sql: str) -> str:
         return sql if self._qmark else sql.replace("?", "%s")
 
+    def among(self, column: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
+        """A `column IN values` condition and its parameters.
+
+        PostgreSQL gets one array parameter (``= ANY(%s)``): the statement text is then
+        the same whatever the number of values, so psycopg prepares it once instead of
+        PostgreSQL planning every look-up (~0.8 ms each).
+        """
+        if self._qmark:
+            return f"{column} IN ({_placeholders(len(values))})", list(values)
+        return f"{column} = ANY(?)", [list(values)]
+
     def rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         """All rows of a query."""
         self._cursor.execute(self._sql(sql), tuple(params))
@@ -191,12 +202,15 @@ def _dialect(name: str) -> Any:
     return psycopg.dialect() if name == "postgresql" else sqlite.dialect()
 
 
+# Signatures and stories are fetched by scalar subqueries, one primary-key probe per
+# ranked candidate: as joins, PostgreSQL's generic plan hash-joined the whole signature
+# table on every look-up. A band whose article is gone has no signature and is dropped.
 _CANDIDATES_SQL = (
-    "SELECT r.article_id, r.shared, s.signature, a.story_id FROM "
-    "(SELECT article_id, count(*) AS shared FROM lsh_band WHERE key IN ({keys}) "
-    "GROUP BY article_id ORDER BY shared DESC LIMIT {limit}) AS r "
-    "JOIN article_signature s ON s.article_id = r.article_id "
-    "JOIN article a ON a.id = r.article_id"
+    "SELECT r.article_id, r.shared, "
+    "(SELECT s.signature FROM article_signature s WHERE s.article_id = r.article_id), "
+    "(SELECT a.story_id FROM article a WHERE a.id = r.article_id) FROM "
+    "(SELECT article_id, count(*) AS shared FROM lsh_band WHERE {keys} "
+    "GROUP BY article_id ORDER BY shared DESC LIMIT {limit}) AS r"
 )
 
 
@@ -221,11 +235,9 @@ class DedupLookup:
         """Exact-copy look-up for a whole batch in one query."""
         if not hashes:
             return
-        unique = sorted(set(hashes))
+        where, params = self._sql.among("text_hash", sorted(set(hashes)))
         rows = self._sql.rows(
-            "SELECT text_hash, story_id FROM article "
-            f"WHERE text_hash IN ({_placeholders(len(unique))}) ORDER BY id DESC",
-            unique,
+            f"SELECT text_hash, story_id FROM article WHERE {where} ORDER BY id DESC", params
         )
         # Descending ids: the oldest article with the hash is written last and wins.
         self._stored_hashes.update({h: story for h, story in rows})
@@ -244,9 +256,9 @@ class DedupLookup:
         if fp.shingle_count == 0 or not fp.band_keys:
             return None
         keys = sorted(set(fp.band_keys))
-        rows = self._sql.rows(
-            _CANDIDATES_SQL.format(keys=_placeholders(len(keys)), limit=MAX_CANDIDATES), keys
-        )
+        where, params = self._sql.among("key", keys)
+        rows = self._sql.rows(_CANDIDATES_SQL.format(keys=where, limit=MAX_CANDIDATES), params)
+        rows = [r for r in rows if r[2] is not None]
         stories = {int(r[0]): r[3] for r in rows}
         ranked = [(int(r[1]), int(r[0]), bytes(r[2])) for r in rows]
         hits = self._band_owner.keys() & keys
@@ -283,10 +295,8 @@ class DedupLookup:
         texts = {i: self._batch[i][2] for i in ids if i in self._batch}
         stored = [i for i in ids if i not in texts]
         if stored:
-            rows = self._sql.rows(
-                f"SELECT id, text FROM article WHERE id IN ({_placeholders(len(stored))})",
-                stored,
-            )
+            where, params = self._sql.among("id", stored)
+            rows = self._sql.rows(f"SELECT id, text FROM article WHERE {where}", params)
             texts.update({int(i): str(t) for i, t in rows})
         return texts
 
@@ -308,11 +318,10 @@ def near_duplicate_candidates(
     Ranking by shared bands keeps a true copy (which shares many) inside MAX_CANDIDATES
     even when a common band value brings in many unrelated articles.
     """
-    keys = sorted(set(band_keys))
-    rows = _Sql(session).rows(
-        _CANDIDATES_SQL.format(keys=_placeholders(len(keys)), limit=MAX_CANDIDATES), keys
-    )
-    return [(int(r[0]), bytes(r[2])) for r in rows]
+    sql = _Sql(session)
+    where, params = sql.among("key", sorted(set(band_keys)))
+    rows = sql.rows(_CANDIDATES_SQL.format(keys=where, limit=MAX_CANDIDATES), params)
+    return [(int(r[0]), bytes(r[2])) for r in rows if r[2] is not None]
 
 
 _ARTICLE_COLUMNS = (
@@ -469,23 +478,18 @@ def _unseen(
     sql: _Sql, origin: str, feed_id: int | None, items: Sequence[PreparedArticle]
 ) -> list[PreparedArticle]:
     """The items whose guid (per origin) or canonical URL (per feed) is not stored yet."""
-    guids = sorted({item.article.guid for item in items})
-    seen = {
-        str(r[0])
-        for r in sql.rows(
-            f"SELECT guid FROM article WHERE origin = ? AND guid IN ({_placeholders(len(guids))})",
-            [origin, *guids],
-        )
-    }
+    where, params = sql.among("guid", sorted({item.article.guid for item in items}))
+    query = f"SELECT guid FROM article WHERE origin = ? AND {where}"
+    seen = {str(r[0]) for r in sql.rows(query, [origin, *params])}
     urls = sorted({i.article.canonical_url for i in items if i.article.canonical_url})
     seen_urls: set[str] = set()
     if feed_id is not None and urls:
+        where, params = sql.among("canonical_url", urls)
         seen_urls = {
             str(r[0])
             for r in sql.rows(
-                "SELECT canonical_url FROM article WHERE feed_id = ? "
-                f"AND canonical_url IN ({_placeholders(len(urls))})",
-                [feed_id, *urls],
+                f"SELECT canonical_url FROM article WHERE feed_id = ? AND {where}",
+                [feed_id, *params],
             )
         }
     fresh = []
@@ -511,10 +515,8 @@ def _alert_rows(
     older = sorted({story for _, _, story, copy in placed if copy and story not in batch_ids})
     story_created: dict[int, datetime | None] = {}
     if older:
-        rows = sql.rows(
-            f"SELECT id, created_at FROM article WHERE id IN ({_placeholders(len(older))})",
-            older,
-        )
+        where, params = sql.among("id", older)
+        rows = sql.rows(f"SELECT id, created_at FROM article WHERE {where}", params)
         story_created = {int(i): sql.created_at(c) for i, c in rows}
     rows_out: dict[tuple[int, int], tuple[Any, ...]] = {}
     for item, article_id, story_id, copy in placed:
