@@ -189,6 +189,9 @@ _LINE_RULE_RES: dict[LineAction, re.Pattern[str]] = {
     )
     for action in LineAction
 }
+# The same, looked up once (an Enum's hash is a Python call).
+_END_RULES_RE = _LINE_RULE_RES[LineAction.END]
+_DROP_RULES_RE = _LINE_RULE_RES[LineAction.DROP]
 # Boilerplate lines are short; longer lines skip the rule table (keeps clean_text fast).
 _MAX_RULE_LINE = 420
 # A story-end marker only cuts once a real paragraph (a sentence-ending line at least
@@ -668,13 +671,15 @@ def _filter_lines(lines: list[str], meta: _Meta) -> list[str]:
         if _metadata_line(line, meta):
             continue
         if len(line) <= _MAX_RULE_LINE:
-            if _LINE_RULE_RES[LineAction.END].fullmatch(line):
+            if _END_RULES_RE.fullmatch(line):
                 if story_started:
                     break
                 continue
-            if _LINE_RULE_RES[LineAction.DROP].fullmatch(line):
+            if _DROP_RULES_RE.fullmatch(line):
                 continue
-            if _CAPTION_RE.search(line):
+            # A caption's credit ends the line and holds no full stop, so a line ending
+            # in one (most story lines) skips the search.
+            if line[-1:] != "." and _CAPTION_RE.search(line):
                 continue
         kept.append(line)
         story_started = story_started or (

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from tasks.models import RawEntry
 from tasks.normalize import (
+    _CAPTION_RE,
     _CHAR_FOLDS,
     _INVISIBLE_RE,
     CleanedText,
@@ -535,6 +536,16 @@ def test_parse_printed_date_converts_zone_to_utc() -> None:
 
 
 # --- normalize_entry ----------------------------------------------------------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.text(), st.sampled_from(["", "Photo: AFP", " (Image credit: Getty Images)", "Pictures by"])
+)
+def test_a_line_ending_in_a_full_stop_is_never_a_caption(text: str, credit: str) -> None:
+    # clean_text skips the caption search for such lines.
+    assert _CAPTION_RE.search(f"{text}. {credit}.") is None
+    assert _CAPTION_RE.search(f"{text}.") is None
 
 
 def test_feed_title_wins_and_is_not_repeated_at_head_of_text() -> None:
