@@ -821,6 +821,9 @@ _TRACKING_NAMES = frozenset(name.lower() for name in TRACKING_PARAMS)
 _DEFAULT_PORTS = {"http": "80", "https": "443"}
 _C0_AND_SPACE = "".join(chr(code) for code in range(0x21))
 _PORT_RE = re.compile(r"(?P<host>\[[^\]]*\]|[^:]*)(?::(?P<port>\d*))?")
+# Already canonical but for a missing "/" path: lowercase http(s) scheme and host name,
+# no user, port, query or fragment, a path of printable ASCII (most feed links).
+_PLAIN_URL_RE = re.compile(r"https?://[a-z0-9_-]+(?:\.[a-z0-9_-]+)*(?P<path>/[!-\"$->@-~]*)?")
 
 
 def _is_tracking_param(pair: str) -> bool:
@@ -857,6 +860,13 @@ def canonical_url(url: str) -> str:
     encoding) and keeps the path's case. Anything else, or anything unparsable, is
     returned stripped and unchanged; never raises.
     """
+    if isinstance(url, str) and (plain := _PLAIN_URL_RE.fullmatch(url)):
+        return url if plain.group("path") else url + "/"
+    return _canonical_url(url)
+
+
+def _canonical_url(url: str) -> str:
+    """`canonical_url` without its shortcut for URLs that are already canonical."""
     current = _strip_url(url) if isinstance(url, str) else ""
     # Dropping a fragment or parameter can expose characters that stripping then
     # removes, which can reorder the query; a second pass settles it.

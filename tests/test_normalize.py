@@ -21,7 +21,9 @@ from tasks.normalize import (
     _CAPTION_RE,
     _CHAR_FOLDS,
     _INVISIBLE_RE,
+    _PLAIN_URL_RE,
     CleanedText,
+    _canonical_url,
     _clean_text,
     _collapse_whitespace,
     _html_to_text,
@@ -523,6 +525,16 @@ def test_canonical_url_is_idempotent_and_never_raises(url: str) -> None:
     once = canonical_url(url)
     assert isinstance(once, str)
     assert canonical_url(once) == once
+    assert once == _canonical_url(url)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.one_of(st.from_regex(_PLAIN_URL_RE, fullmatch=True), url_like))
+@example("http://bench/0/story/e0")
+@example("https://a.example")
+@example("https://a.example./x")
+def test_canonical_url_shortcut_equals_the_general_path(url: str) -> None:
+    assert canonical_url(url) == _canonical_url(url)
 
 
 # --- dates --------------------------------------------------------------------------
