@@ -961,6 +961,18 @@ def _comparable(text: str) -> str:
     return "".join(_WORD_RE.findall(text.casefold()))
 
 
+def _repeats_title(paragraph: str, title_key: str) -> bool:
+    """`_comparable(paragraph) == title_key`, mostly decided on the paragraph's start.
+
+    `_comparable` works character by character, so a prefix's key starts the whole
+    key: one that is longer than the title's, or not a start of it, settles the answer.
+    """
+    head = _comparable(paragraph[: 2 * len(title_key) + 16])
+    if len(head) > len(title_key) or not title_key.startswith(head):
+        return False
+    return _comparable(paragraph) == title_key
+
+
 def _single_line(text: str | None) -> str:
     """A short field (title, author) as one clean line."""
     if not text:
@@ -998,7 +1010,7 @@ def normalize_entry(raw: RawEntry) -> Article:
     title = _single_line(raw.title)
     if not title and cleaned.title:
         title = cleaned.title
-    if paragraphs and title and _comparable(paragraphs[0]) == _comparable(title):
+    if paragraphs and title and _repeats_title(paragraphs[0], _comparable(title)):
         paragraphs = paragraphs[1:]
     text = "\n\n".join(paragraphs)
     if not title:

@@ -26,9 +26,11 @@ from tasks.normalize import (
     _canonical_url,
     _clean_text,
     _collapse_whitespace,
+    _comparable,
     _html_to_text,
     _is_printable,
     _normalize_chars,
+    _repeats_title,
     _single_spaced,
     _snippet_text,
     _without_invisible,
@@ -558,6 +560,26 @@ def test_a_line_ending_in_a_full_stop_is_never_a_caption(text: str, credit: str)
     # clean_text skips the caption search for such lines.
     assert _CAPTION_RE.search(f"{text}. {credit}.") is None
     assert _CAPTION_RE.search(f"{text}.") is None
+
+
+title_words = st.lists(
+    st.one_of(
+        st.sampled_from(["Troop", "cost", "talks", "ΣΊΣΥΦΟΣ", "Straße", "STRASSE", "naïve", "İ"]),
+        st.text(max_size=6),
+    ),
+    max_size=8,
+).map(" ".join)
+
+
+@settings(max_examples=500, deadline=None)
+@given(title_words, title_words, st.sampled_from(["", " ", "... ", " -- ", "!"]))
+@example("Troop cost talks", "troop-cost talks!", "")
+@example("Straße", "STRASSE", "")
+def test_title_repeat_check_equals_comparing_the_keys(title: str, text: str, tail: str) -> None:
+    for paragraph in (text + tail, title + tail, tail + title, title + tail + text):
+        assert _repeats_title(paragraph, _comparable(title)) == (
+            _comparable(paragraph) == _comparable(title)
+        )
 
 
 def test_feed_title_wins_and_is_not_repeated_at_head_of_text() -> None:
