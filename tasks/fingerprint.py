@@ -74,6 +74,7 @@ _NON_ASCII = re.compile(r"[^\x00-\x7f]")
 # characters stay (see `_word_bytes`).
 _SEPARATORS = bytes(c if c > 127 or _WORD.match(chr(c)) else 32 for c in range(256))
 _ASCII_SEPARATORS = bytes(ord(chr(c).lower()) if c < 128 else c for c in _SEPARATORS)
+_ASCII_BYTES = bytes(range(128))
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +215,8 @@ def _word_bytes(text: str) -> np.ndarray:
     """
     if text.isascii():
         data = (text + " ").encode().translate(_ASCII_SEPARATORS)
+    elif (plain := _lowercase_bytes(text)) is not None:
+        data = plain
     else:
         lowered = text.lower()
         for char in set(_NON_ASCII.findall(lowered)):
@@ -225,6 +228,26 @@ def _word_bytes(text: str) -> np.ndarray:
     keep = is_word.copy()
     keep[1:] |= is_word[:-1]
     return codes[keep]
+
+
+def _lowercase_bytes(text: str) -> bytes | None:
+    """`_word_bytes`'s bytes before the collapse, when lowercasing changes only ASCII.
+
+    That holds when no non-ASCII character changes in lowercase (most texts: '£', 'é'),
+    as str.lower() maps characters one by one but for a capital sigma, which changes.
+    The ASCII table then folds the case, and the text is never lowercased (slow for
+    non-ASCII text). None when it does not hold.
+    """
+    data = text.encode("utf-8", "surrogatepass")
+    # Its non-ASCII characters: what is left once the ASCII bytes are deleted.
+    others = set(data.translate(None, _ASCII_BYTES).decode("utf-8", "surrogatepass"))
+    if any(char.lower() != char for char in others):
+        return None
+    for char in others:
+        if _WORD.match(char) is None:
+            # UTF-8 is self-synchronizing: a character's bytes only match where it stands.
+            data = data.replace(char.encode("utf-8", "surrogatepass"), b" ")
+    return (data + b" ").translate(_ASCII_SEPARATORS)
 
 
 def _shingle_hashes(codes: np.ndarray, size: int) -> tuple[np.ndarray, int]:

@@ -226,9 +226,11 @@ def _datasketch(hashes: np.ndarray, num_perm: int) -> np.ndarray:
     return np.asarray(m.hashvalues, dtype=np.uint32)
 
 
-@given(st.text())
+@given(st.one_of(st.text(), st.text(alphabet=st.sampled_from("aZ £é–“”ß_ ΣσςΟΔ\u0130,."))))
 @settings(max_examples=300, deadline=None)
 @example("Ünïcödé – £5m, “quoted” naïve_CAFÉ \u0130stanbul \u212aelvin x\u00a0y\u2028z")
+@example("Lowercase only: £5m, naïve café, “quoted” – Straße")
+@example("ΟΔΟΣ ΟΔΟΣ. Σ σ ς")
 @example("lone \ud800 surrogate \udfff\tTAB\x0bVT\x1cFS 12_3")
 @example("")
 @example("  ,;  ")
