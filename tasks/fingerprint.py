@@ -158,6 +158,17 @@ def _mix64(x: np.ndarray) -> np.ndarray:
     return x
 
 
+def _mix64_in_place(x: np.ndarray) -> np.ndarray:
+    # `_mix64` of an array of our own: no new array per step.
+    s1, s2, s3 = _SHIFTS64
+    x ^= x >> s1
+    x *= _MIX1
+    x ^= x >> s2
+    x *= _MIX2
+    x ^= x >> s3
+    return x
+
+
 def band_keys_matrix(values: np.ndarray, bands: int, salt: int = _FULL_SALT) -> np.ndarray:
     """LSH band keys of many signatures at once: int64 array of shape (n, bands).
 
@@ -263,20 +274,19 @@ def _shingle_hashes(codes: np.ndarray, size: int) -> tuple[np.ndarray, int]:
     if n == 0:
         return np.empty(0, dtype=np.uint64), 0
     powers, inverse = _powers(n)
-    ends = np.flatnonzero(codes == 32)  # the space after each word
+    ends = (codes == 32).nonzero()[0]  # the space after each word
     n_words = len(ends)
-    prefix = np.cumsum(powers[:n] * codes)
-    before = np.empty(n_words + 1, dtype=np.uint64)  # sum of the bytes before word i
-    before[0] = 0
-    np.take(prefix, ends, out=before[1:])
     width = min(size, n_words)
     count = n_words - width + 1
-    starts = np.empty(count, dtype=np.intp)
-    starts[0] = 0
-    starts[1:] = ends[: count - 1] + 1
-    sums = before[width:] - before[:count]
-    sums *= inverse[starts]
-    return _mix64(sums), n_words
+    # through[k]: the sum over the bytes up to word k's space (a new array, ours).
+    through = np.cumsum(powers[:n] * codes)[ends]
+    # Shingle i ends with word i + width - 1; but for i = 0, take off the sum through
+    # word i - 1, then multiply by the inverse power of the shingle's start (the byte
+    # after that word's space). Overlapping operands work as if the input were copied.
+    sums = through[width - 1 :]
+    sums[1:] -= through[: count - 1]
+    sums[1:] *= inverse[1:][ends[: count - 1]]
+    return _mix64_in_place(sums), n_words
 
 
 def shingle_hashes(tokens: Sequence[str], size: int) -> np.ndarray:
@@ -356,12 +366,19 @@ class Signatures:
 
 
 def _signatures(codes: np.ndarray, params: FingerprintParams) -> Signatures:
+    return Signatures(*_signature_values(codes, params))
+
+
+def _signature_values(
+    codes: np.ndarray, params: FingerprintParams
+) -> tuple[np.ndarray, int, int, int]:
+    # Signatures' fields, without building one (`fingerprint` needs none).
     size, num_perm, lead_perm = params.shingle_size, params.num_perm, params.lead_perm
     values = np.empty(num_perm + lead_perm, dtype=np.uint32)
     grams, n_words = _shingle_hashes(codes, size)
     if len(grams) == 0:
         values.fill(_U32_MAX)
-        return Signatures(values, num_perm, 0, 0)
+        return values, num_perm, 0, 0
     matrix = _permuted_t(grams, num_perm, params)
     matrix.min(axis=1, out=values[:num_perm])
     lead_words = min(n_words, params.lead_words)
@@ -376,7 +393,7 @@ def _signatures(codes: np.ndarray, params: FingerprintParams) -> Signatures:
         lead_grams = _shingle_hashes(codes[:lead_end], size)[0]
         values[num_perm:] = permuted_min(lead_grams, lead_perm, params)
         full_count, lead_count = _distinct(grams), len(lead_grams)
-    return Signatures(values, num_perm, full_count, lead_count)
+    return values, num_perm, full_count, lead_count
 
 
 def signatures(text: str, params: FingerprintParams = DEFAULT_PARAMS) -> Signatures:
@@ -437,23 +454,22 @@ def _index_keys(band_values: np.ndarray, params: FingerprintParams) -> tuple[int
 def fingerprint(text: str, params: FingerprintParams = DEFAULT_PARAMS) -> Fingerprint:
     """Compute the exact hash, MinHash signatures and LSH band keys of a normalized text."""
     codes = _word_bytes(text)
-    sigs = _signatures(codes, params)
-    header = _HEADER.pack(min(sigs.full_count, 0xFFFF), min(sigs.lead_count, 0xFFFF))
+    values, num_perm, full_count, lead_count = _signature_values(codes, params)
+    header = _HEADER.pack(min(full_count, 0xFFFF), min(lead_count, 0xFFFF))
     band_keys: tuple[int, ...] = ()
-    if sigs.full_count:
-        band_width = params.bands * params.rows
-        if band_width == params.num_perm:  # the lead's band values follow directly
-            band_keys = _index_keys(
-                sigs.values[: band_width + params.lead_bands * params.rows], params
-            )
+    if full_count:
+        rows = params.rows
+        band_width = params.bands * rows
+        if band_width == num_perm:  # the lead's band values follow directly
+            band_keys = _index_keys(values[: band_width + params.lead_bands * rows], params)
         else:
-            band_keys = index_keys(sigs.full, sigs.lead, params)
+            band_keys = index_keys(values[:num_perm], values[num_perm:], params)
     return Fingerprint(
         text_hash=hashlib.sha256(codes[:-1].tobytes()).hexdigest(),
         # The same bytes as pack_signature: astype keeps the low 16 bits.
-        signature=header + sigs.values.astype("<u2").tobytes(),
+        signature=header + values.astype("<u2").tobytes(),
         band_keys=band_keys,
-        shingle_count=sigs.full_count,
+        shingle_count=full_count,
     )
 
 
