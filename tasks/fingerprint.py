@@ -65,10 +65,22 @@ _BASE_INVERSE = pow(_BASE, -1, 1 << 64)
 _U32_MAX = np.uint32(0xFFFFFFFF)
 # The high half of each uint64 when viewed as two uint32 (a view costs nothing).
 _HIGH_HALF = slice(1, None, 2) if sys.byteorder == "little" else slice(0, None, 2)
-_MIX1, _MIX2 = _U64(0xBF58476D1CE4E5B9), _U64(0x94D049BB133111EB)
-_SHIFTS64 = _U64(30), _U64(27), _U64(31)
-_FMIX1, _FMIX2 = np.uint32(0x85EBCA6B), np.uint32(0xC2B2AE35)
-_SHIFTS32 = np.uint32(16), np.uint32(13)
+
+
+def _operand(value: int, dtype: type[np.unsignedinteger]) -> np.ndarray:
+    # A read-only 0-d array: as an operand it costs numpy less than a scalar of the
+    # same type (converted on every call), with the same results.
+    array = np.array(value, dtype=dtype)
+    array.flags.writeable = False
+    return array
+
+
+_MIX1, _MIX2 = _operand(0xBF58476D1CE4E5B9, np.uint64), _operand(0x94D049BB133111EB, np.uint64)
+_SHIFTS64 = tuple(_operand(shift, np.uint64) for shift in (30, 27, 31))
+_ONE64 = _operand(1, np.uint64)
+_FMIX1, _FMIX2 = _operand(0x85EBCA6B, np.uint32), _operand(0xC2B2AE35, np.uint32)
+_SHIFTS32 = _operand(16, np.uint32), _operand(13, np.uint32)
+_SPACE = _operand(32, np.uint8)  # the separator in `_word_bytes` output
 _NON_ASCII = re.compile(r"[^\x00-\x7f]")
 # Byte table: ASCII characters that are not `\w` become spaces; the bytes of non-ASCII
 # characters stay (see `_word_bytes`).
@@ -235,7 +247,7 @@ def _word_bytes(text: str) -> np.ndarray:
                 lowered = lowered.replace(char, " ")
         data = (lowered + " ").encode().translate(_SEPARATORS)
     codes = np.frombuffer(data, dtype=np.uint8)
-    is_word = codes != 32
+    is_word = codes != _SPACE
     keep = is_word.copy()
     keep[1:] |= is_word[:-1]
     return codes[keep]
@@ -274,7 +286,7 @@ def _shingle_hashes(codes: np.ndarray, size: int) -> tuple[np.ndarray, int]:
     if n == 0:
         return np.empty(0, dtype=np.uint64), 0
     powers, inverse = _powers(n)
-    ends = (codes == 32).nonzero()[0]  # the space after each word
+    ends = (codes == _SPACE).nonzero()[0]  # the space after each word
     n_words = len(ends)
     width = min(size, n_words)
     count = n_words - width + 1
@@ -448,7 +460,7 @@ def _index_keys(band_values: np.ndarray, params: FingerprintParams) -> tuple[int
     acc = _band_seeds(params)
     for row in range(rows):
         acc = _mix64(acc ^ grouped[:, row])
-    return tuple((acc >> _U64(1)).astype(np.int64).tolist())
+    return tuple((acc >> _ONE64).astype(np.int64).tolist())
 
 
 def fingerprint(text: str, params: FingerprintParams = DEFAULT_PARAMS) -> Fingerprint:
