@@ -399,12 +399,15 @@ def _snippet_text(html: str, *, fast: bool = True) -> str:
     root = etree.fromstring(html, _snippet_parser())
     if root is None:
         return ""  # an empty document
-    if not _PRUNE_TAGS.isdisjoint([element.tag for element in root.iter()]):
+    walked = _snippet_parts(root, _PRUNE_TAGS)
+    if walked is None:  # pruning to do first
         for element in root.iter(*_DROP_TAGS):
             if element.getparent() is not None:
                 _drop_tree(element)
         _drop_link_dense_blocks(root)
-    parts, positions, plain = _snippet_parts(root)
+        walked = _snippet_parts(root, frozenset())
+    assert walked is not None
+    parts, positions, plain = walked
     if fast and plain:
         texts = "".join([parts[i] for i in positions])
         if "  " not in texts and _is_printable(texts):
@@ -422,12 +425,12 @@ def _snippet_text(html: str, *, fast: bool = True) -> str:
     return _BLANK_LINES_RE.sub("\n\n", text).strip()
 
 
-def _snippet_parts(root: Any) -> tuple[list[str], list[int], bool]:
+def _snippet_parts(root: Any, stop: frozenset[str]) -> tuple[list[str], list[int], bool] | None:
     """Walk the tree: marks and raw texts in document order, and where the texts are.
 
     The flag is true when every mark is a block's blank line and no text starts or ends
     with a space: then, if the texts are printable and single-spaced, nothing but the
-    blank lines needs settling.
+    blank lines needs settling. None as soon as an element's tag is in `stop`.
     """
     parts: list[str] = []
     positions: list[int] = []
@@ -435,6 +438,8 @@ def _snippet_parts(root: Any) -> tuple[list[str], list[int], bool]:
     for event, element in etree.iterwalk(root, events=("start", "end")):
         tag = element.tag  # a function, not a str, for comments and processing instructions
         if event == "start":
+            if tag in stop:
+                return None
             mark = _START_MARKS.get(tag)
             if mark is not None:
                 parts.append(mark)
@@ -595,6 +600,19 @@ def _blocks_of_lines(text: str, *, spaced: bool = False) -> list[list[str]]:
         if lines:
             blocks.append(lines)
     return blocks
+
+
+def _single_line_blocks(text: str) -> list[str] | None:
+    """The lines of a `spaced` text whose blocks are all one line long (most snippets).
+
+    Such blocks have nothing to rejoin, so they are the lines; None for other texts.
+    """
+    lines = text.split("\n")
+    single = lines[::2]
+    # One line per block: every other line is the empty one between blocks.
+    if all(single) and not any(lines[1::2]):
+        return single
+    return None
 
 
 def _continues_on_next_line(line: str, next_line: str) -> bool:
@@ -780,8 +798,11 @@ def _clean_text(text: str, *, spaced: bool) -> CleanedText:
     meta = _Meta()
     lines: list[str] = []
     normalized = _normalize_chars(text)
-    for block in _blocks_of_lines(normalized, spaced=spaced and normalized == text):
-        lines.extend(_join_broken_lines(block))
+    if spaced and normalized == text and (single := _single_line_blocks(text)) is not None:
+        lines = single
+    else:
+        for block in _blocks_of_lines(normalized, spaced=spaced and normalized == text):
+            lines.extend(_join_broken_lines(block))
     # Taking a dateline or credit off a line can leave a line that is itself
     # boilerplate; repeat until nothing more changes (one extra pass at most, in practice).
     for _ in range(_MAX_CLEAN_PASSES):

@@ -23,14 +23,17 @@ from tasks.normalize import (
     _INVISIBLE_RE,
     _PLAIN_URL_RE,
     CleanedText,
+    _blocks_of_lines,
     _canonical_url,
     _clean_text,
     _collapse_whitespace,
     _comparable,
     _html_to_text,
     _is_printable,
+    _join_broken_lines,
     _normalize_chars,
     _repeats_title,
+    _single_line_blocks,
     _single_spaced,
     _snippet_text,
     _without_invisible,
@@ -456,6 +459,32 @@ def test_clean_text_shortcut_for_snippets_equals_clean_text(html: str) -> None:
         assert " \n" not in text and "\n " not in text
         assert not re.search(r"[^\S \n]", text)
     assert _clean_text(text, spaced=spaced) == clean_text(text)
+
+
+# Texts in the form `_snippet_text` gives: single-spaced lines, one or two newlines apart.
+spaced_text = st.lists(
+    st.from_regex(r"[A-Za-z0-9.,'()]+( [A-Za-z0-9.,'()]+){0,6}", fullmatch=True),
+    min_size=1,
+    max_size=8,
+).flatmap(
+    lambda lines: st.lists(
+        st.sampled_from(["\n", "\n\n"]), min_size=len(lines) - 1, max_size=len(lines) - 1
+    ).map(lambda seps: "".join(line + sep for line, sep in zip(lines, [*seps, ""], strict=True)))
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(spaced_text)
+@example("One.\n\nTwo and\nthree.")
+@example("One line")
+def test_spaced_text_shortcuts_equal_the_general_split(text: str) -> None:
+    assert _blocks_of_lines(text, spaced=True) == _blocks_of_lines(text)
+    single = _single_line_blocks(text)
+    if single is not None:
+        assert single == [line for block in _blocks_of_lines(text) for line in block]
+        assert single == [
+            line for block in _blocks_of_lines(text) for line in _join_broken_lines(block)
+        ]
 
 
 @settings(max_examples=300, deadline=None)
