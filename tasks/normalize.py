@@ -364,12 +364,12 @@ def _trafilatura_text(html: str, url: str | None) -> str:
     return "\n\n".join(line.strip() for line in text.splitlines() if line.strip())
 
 
-# What the walk adds where an element starts; blocks also end with a blank line.
-_START_MARKS = {**dict.fromkeys(_BLOCK_TAGS, "\n\n"), "br": "\n", "td": " ", "th": " "}
+# What the walk adds where these elements start; blocks add a blank line where they
+# start and end.
+_INLINE_MARKS = {"br": "\n", "td": " ", "th": " "}
 # Elements that call for pruning before the walk: content to drop, or links (link-dense
 # blocks need links). Most feed snippets hold none, and skip pruning.
 _PRUNE_TAGS = frozenset(("a", *_DROP_TAGS))
-_NEWLINE_RUN_RE = re.compile("\n\n\n+")  # not `\n{3,}`: a literal start is searched fast
 _PRINTABLE_ASCII = bytes(range(0x20, 0x7F))
 
 
@@ -411,9 +411,9 @@ def _snippet_text(html: str, *, fast: bool = True) -> str:
     if fast and plain:
         texts = "".join([parts[i] for i in positions])
         if "  " not in texts and _is_printable(texts):
-            # Every text is already collapsed and no space meets a newline: only the
-            # runs of blank lines between blocks are left to settle.
-            return _NEWLINE_RUN_RE.sub("\n\n", "".join(parts)).strip("\n")
+            # Every text is already collapsed, no space meets a newline and one blank
+            # line separates blocks: only the ends are left to strip.
+            return "".join(parts).strip("\n")
     for i in positions:
         parts[i] = _collapse_whitespace(parts[i])
     # The only whitespace left is single spaces inside parts, the spaces and newlines
@@ -428,30 +428,37 @@ def _snippet_text(html: str, *, fast: bool = True) -> str:
 def _snippet_parts(root: Any, stop: frozenset[str]) -> tuple[list[str], list[int], bool] | None:
     """Walk the tree: marks and raw texts in document order, and where the texts are.
 
-    The flag is true when every mark is a block's blank line and no text starts or ends
-    with a space: then, if the texts are printable and single-spaced, nothing but the
-    blank lines needs settling. None as soon as an element's tag is in `stop`.
+    Blocks' blank lines in a row are added once (settling makes one of any run). The
+    flag is true when every mark is a block's blank line and no text starts or ends with
+    a space: then, if the texts are printable and single-spaced, there is nothing left
+    to settle but the ends. None as soon as an element's tag is in `stop`.
     """
     parts: list[str] = []
     positions: list[int] = []
     plain = True
+    gap = False  # the last part is a block's blank line
     for event, element in etree.iterwalk(root, events=("start", "end")):
         tag = element.tag  # a function, not a str, for comments and processing instructions
         if event == "start":
             if tag in stop:
                 return None
-            mark = _START_MARKS.get(tag)
-            if mark is not None:
-                parts.append(mark)
-                plain = plain and mark == "\n\n"
+            if tag in _BLOCK_TAGS:
+                if not gap:
+                    parts.append("\n\n")
+                    gap = True
+            elif tag in _INLINE_MARKS:
+                parts.append(_INLINE_MARKS[tag])
+                plain = gap = False
             text = element.text if isinstance(tag, str) else None
         else:
-            if tag in _BLOCK_TAGS:
+            if tag in _BLOCK_TAGS and not gap:
                 parts.append("\n\n")
+                gap = True
             text = element.tail if element is not root else None
         if text:
             positions.append(len(parts))
             parts.append(text)
+            gap = False
             if text[0] == " " or text[-1] == " ":
                 plain = False
     return parts, positions, plain
