@@ -122,9 +122,7 @@ def read_result(content: bytes, *, content_type: str | None = None) -> dict[str,
     if docinfo.doctype or docinfo.internalDTD is not None:
         return None
     try:
-        lowered = data.lower()
-        plain = not (_BASE_ATTR.search(lowered) or _LANG_ATTR.search(lowered))
-        reader = _Reader(plain=plain, c1=_may_hold_c1(data))
+        reader = _Reader(c1=_may_hold_c1(data))
         feed, entries, version = reader.read(root)
     except _Decline:
         return None
@@ -315,12 +313,6 @@ def _name(tag: str) -> str:
     return name
 
 
-# Searched for in the lowercased document: an attribute whose local name is base or
-# lang (feedparser lowercases names and ignores namespaces for these) must match one.
-# Text may match too ("database = x"); that only costs the slower bookkeeping. Two
-# literal-prefix patterns scan several times faster than one with an alternation.
-_BASE_ATTR = re.compile(rb"base\s*=")
-_LANG_ATTR = re.compile(rb"lang\s*=")
 _PI = re.compile(rb"<\?([^\s?]*)")
 _XMLNS_PREFIX = re.compile(rb"""xmlns:([^\s=>/]+)\s*=\s*(?:"([^"]*)"|'([^']*)')""")
 
@@ -507,10 +499,10 @@ class _Reader:
         "title_depth",
     )
 
-    def __init__(self, *, plain: bool = False, c1: bool = True) -> None:
-        # plain: no attribute anywhere can be an xml:base or xml:lang, so base stays ""
-        # and lang None, and their bookkeeping can be skipped. c1: see _repair.
-        self.plain = plain
+    def __init__(self, *, c1: bool = True) -> None:
+        # plain: no xml:base or xml:lang seen yet, so base is "" and lang None in every
+        # open element and their stacks need not be kept (see _open). c1: see _repair.
+        self.plain = True
         self.c1 = c1
         self.atom = False
         self.depth = 0
@@ -591,7 +583,13 @@ class _Reader:
                 attrs[key] = value.lower() if key in ("rel", "type") else value
             given_base = attrs.get("base")
         if self.plain:
-            return attrs
+            if "base" not in attrs and "lang" not in attrs:
+                return attrs
+            # The first xml:base or xml:lang: every enclosing element had base ""
+            # and lang None; keep the stacks from here on.
+            self.plain = False
+            self.bases = [""] * (self.depth - 1)
+            self.langs = [None] * (self.depth - 1)
         if self.base or given_base:
             self.base = self._rebase(self.base, given_base or self.base)
         self.bases.append(self.base)

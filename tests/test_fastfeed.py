@@ -578,6 +578,20 @@ def test_xml_lang_and_language() -> None:
     )
 
 
+def test_xml_lang_first_seen_deep_in_the_document() -> None:
+    # Bookkeeping for xml:base/xml:lang starts at the first one: earlier elements count.
+    doc = atom(
+        "<entry><id>urn:1</id><title>a</title></entry>"
+        '<entry xml:lang="ko"><id>urn:2</id><title>b</title>'
+        '<link xml:base="https://b.example/x/" href="y"/></entry>'
+        "<entry><id>urn:3</id><title>c</title><link href='z'/></entry>"
+    )
+    first, second, third = taken(doc).entries
+    assert (first.language, second.language, third.language) == (None, "ko", None)
+    assert second.url == "https://b.example/x/y"
+    assert third.url == "https://b.example/x/z"  # the base leaked (see above)
+
+
 def test_second_description_becomes_content() -> None:
     # ... of type text/plain, unless it looks like HTML (a closing tag or an entity).
     doc = rss("<item><description>one</description><description>&lt;b&gt;two</description></item>")
