@@ -647,7 +647,7 @@ def _is_short_fragment(line: str, max_words: int) -> bool:
     """A very short line with no sentence punctuation or figures: a label, crumb, button."""
     return (
         len(line) <= 30
-        and len(line.split()) <= max_words
+        and len(line.split(maxsplit=max_words)) <= max_words  # no need to split it all
         and not any(ch in _FRAGMENT_EXCLUDED_CHARS or ch.isdigit() for ch in line)
     )
 
@@ -743,7 +743,7 @@ def _looks_like_headline(line: str) -> bool:
     """A short line without closing punctuation: a headline, not a sentence."""
     return (
         _TITLE_MIN_CHARS <= len(line) <= _TITLE_MAX_CHARS
-        and len(line.split()) >= 3
+        and len(line.split(maxsplit=2)) >= 3  # three words or more: no need to split it all
         and line[-1] not in ".,;:"
     )
 

@@ -30,7 +30,9 @@ from tasks.normalize import (
     _comparable,
     _html_to_text,
     _is_printable,
+    _is_short_fragment,
     _join_broken_lines,
+    _looks_like_headline,
     _normalize_chars,
     _repeats_title,
     _single_line_blocks,
@@ -387,6 +389,23 @@ def test_whitespace_helpers_equal_their_regex_definitions(text: str) -> None:
     assert _collapse_whitespace(text) == re.sub(r"\s+", " ", text)
     for line in text.split("\n"):
         assert _single_spaced(line) == re.sub(r"[^\S\n]+", " ", line).strip()
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(spacey_text, st.sampled_from(["Short headline for a story", "a b", "x y z."])))
+def test_line_shape_checks_count_words_as_a_full_split_does(line: str) -> None:
+    if not line:
+        return
+    words = len(line.split())
+    assert _looks_like_headline(line) == (
+        15 <= len(line) <= 200 and words >= 3 and line[-1] not in ".,;:"
+    )
+    for max_words in (2, 3):
+        assert _is_short_fragment(line, max_words) == (
+            len(line) <= 30
+            and words <= max_words
+            and not any(ch in ".!?\"'。！？" or ch.isdigit() for ch in line)
+        )
 
 
 ascii_text = st.text(alphabet=st.characters(max_codepoint=127))
