@@ -14,11 +14,16 @@ Rules are drawn with a seeded RNG from the corpus's own vocabulary: words that o
 at least two articles but in at most 5% of them (names, places, subjects — what people
 watch for), and 2-3 word phrases cut from the articles (no word in over 20% of them);
 combined as single words, phrases, AND, OR, NOT and a parenthesised mix. Baselines are
-time-boxed and measured on the leading articles only. ``matches`` is matches (alerts)
-per article: with 10,000 such rules every article matches dozens of them, and building
-those matches and their snippets, not finding them, is most of the cost;
-``--max-doc-fraction 0.005`` gives more selective rules. Also reports
-`tasks.topics.TopicTagger` with ``seeds/topics.toml``.
+time-boxed and measured on the leading articles only.
+
+``matches`` is matches (alerts) per article: with 10,000 such rules every article matches
+about 40 of them, so part of the cost grows with the output, not with the rule count;
+``us/match`` divides the time per article by its matches, and ``--max-doc-fraction 0.005``
+gives more selective rules. A match's snippet is computed when first read (all of an
+article's snippets at once), so ``newswatch/s`` is matching alone, as for matches that
+storage then drops (stories already alerted), and ``+snippets/s`` also reads every
+snippet, as for matches that become alerts. Also reports `tasks.topics.TopicTagger` with
+``seeds/topics.toml``.
 
     python benchmarks/rules.py [--corpora ../shared/corpora] [--json PATH] [--seed N]
                                [--max-doc-fraction F]
@@ -68,6 +73,9 @@ class Row:
     terms: int
     build_seconds: float
     newswatch_texts_per_s: float
+    newswatch_us_per_text: float
+    newswatch_us_per_match: float | None
+    with_snippets_texts_per_s: float
     alternation_texts_per_s: float
     per_rule_regex_texts_per_s: float
     speedup_vs_alternation: float
@@ -204,9 +212,14 @@ def bench_rules(
     def ours(title: str, text: str) -> list[int]:
         return [m.rule_id for m in compiled.match(title, text, ())]
 
-    throughput(ours, articles[:50], None)  # warm-up
+    def ours_with_snippets(title: str, text: str) -> list[str]:
+        return [m.snippet for m in compiled.match(title, text, ())]
+
+    throughput(ours_with_snippets, articles[:50], None)  # warm-up
     total_matches = sum(len(ours(t, x)) for t, x in articles)
     ours_rate = throughput(ours, articles, None)
+    snippets_rate = throughput(ours_with_snippets, articles, None)
+    matches = total_matches / len(articles)
     regex_fn = per_rule_regex(queries)
     alt_fn = alternation(queries)
     regex_rate = throughput(regex_fn, articles, BASELINE_SECONDS)
@@ -221,11 +234,14 @@ def bench_rules(
         terms=compiled.term_count,
         build_seconds=round(build, 3),
         newswatch_texts_per_s=round(ours_rate, 1),
+        newswatch_us_per_text=round(1e6 / ours_rate, 1),
+        newswatch_us_per_match=round(1e6 / ours_rate / matches, 2) if matches else None,
+        with_snippets_texts_per_s=round(snippets_rate, 1),
         alternation_texts_per_s=round(alt_rate, 1),
         per_rule_regex_texts_per_s=round(regex_rate, 1),
         speedup_vs_alternation=round(ours_rate / alt_rate, 1),
         speedup_vs_per_rule_regex=round(ours_rate / regex_rate, 1),
-        matches_per_text=round(total_matches / len(articles), 2),
+        matches_per_text=round(matches, 2),
         agreement_with_per_rule_regex=round(agree, 3),
     )
 
@@ -266,19 +282,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     topics = bench_topics(articles)
 
     header = (
-        f"{'rules':>7} {'terms':>7} {'newswatch/s':>12} {'alternation/s':>14} "
-        f"{'regex/rule/s':>13} {'x alt':>6} {'x regex':>8} {'matches':>8} {'agree':>6}"
+        f"{'rules':>7} {'terms':>7} {'newswatch/s':>12} {'us/text':>8} {'matches':>8} "
+        f"{'us/match':>9} {'+snippets/s':>12} {'alternation/s':>14} {'regex/rule/s':>13} "
+        f"{'x alt':>6} {'x regex':>8} {'agree':>6}"
     )
     print(header)
     for r in rows:
+        per_match = "-" if r.newswatch_us_per_match is None else f"{r.newswatch_us_per_match:.2f}"
         print(
             f"{r.rules:>7} {r.terms:>7} {r.newswatch_texts_per_s:>12,.0f} "
+            f"{r.newswatch_us_per_text:>8.1f} {r.matches_per_text:>8} {per_match:>9} "
+            f"{r.with_snippets_texts_per_s:>12,.0f} "
             f"{r.alternation_texts_per_s:>14,.0f} {r.per_rule_regex_texts_per_s:>13,.1f} "
             f"{r.speedup_vs_alternation:>6} {r.speedup_vs_per_rule_regex:>8} "
-            f"{r.matches_per_text:>8} {r.agreement_with_per_rule_regex:>6}"
+            f"{r.agreement_with_per_rule_regex:>6}"
         )
-    cost = rows[0].newswatch_texts_per_s / rows[-1].newswatch_texts_per_s
-    print(f"10,000 rules cost {cost:.2f}x the time of 10 rules")
+    first, last = rows[0], rows[-1]
+    cost = first.newswatch_texts_per_s / last.newswatch_texts_per_s
+    cost_snippets = first.with_snippets_texts_per_s / last.with_snippets_texts_per_s
+    growth = last.newswatch_us_per_text - first.newswatch_us_per_text
+    extra = last.matches_per_text - first.matches_per_text
+    print(
+        f"{last.rules:,} rules cost {cost:.2f}x the time of {first.rules:,} rules "
+        f"({cost_snippets:.2f}x with every snippet read); they also find "
+        f"{last.matches_per_text:g} matches per text instead of {first.matches_per_text:g}: "
+        f"+{growth:.0f} us per text, at most {growth / extra:.2f} us per extra match"
+        if extra > 0
+        else f"{last.rules:,} rules cost {cost:.2f}x the time of {first.rules:,} rules"
+    )
     print(
         f"topic tagging ({topics['topics']:.0f} topics): {topics['texts_per_s']:,.0f} texts/s, "
         f"{topics['tagged_fraction']:.1%} of BBC articles tagged"
@@ -295,6 +326,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "machine": platform.machine(),
             "rules": [asdict(r) for r in rows],
             "cost_10000_vs_10_rules": round(cost, 2),
+            "cost_10000_vs_10_rules_with_snippets": round(cost_snippets, 2),
             "topic_tagging": topics,
         }
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -6,6 +6,7 @@ can be tested without Celery, HTTP or a database.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -54,13 +55,62 @@ class TopicTag:
     phrases: tuple[str, ...] = field(default_factory=tuple)
 
 
-@dataclass(frozen=True, slots=True)
 class Match:
-    """A keyword rule that matched an article: which terms fired and where."""
+    """A keyword rule that matched an article: which terms fired and where.
 
-    rule_id: int
-    matched: tuple[str, ...]
-    snippet: str
+    Immutable, compared, hashed and pickled by (`rule_id`, `matched`, `snippet`), like the
+    frozen dataclass it replaces. `snippet` may be given as a function that computes it:
+    it is then called on first read (matching many rules builds many matches whose
+    snippets are never read, e.g. for stories already alerted). Equality, hashing and
+    pickling read it, so a pickled match always carries the text.
+    """
+
+    __slots__ = ("_matched", "_rule_id", "_snippet")
+
+    def __init__(
+        self, rule_id: int, matched: tuple[str, ...], snippet: str | Callable[[], str]
+    ) -> None:
+        # Plain slot writes rather than a frozen __setattr__: matches are built by the
+        # thousand per batch; the read-only properties below keep them immutable.
+        self._rule_id = rule_id
+        self._matched = matched
+        self._snippet = snippet
+
+    @property
+    def rule_id(self) -> int:
+        """The id of the rule that matched."""
+        return self._rule_id
+
+    @property
+    def matched(self) -> tuple[str, ...]:
+        """The rule's present positive terms, spelled as in its query, in text order."""
+        return self._matched
+
+    @property
+    def snippet(self) -> str:
+        """Text around the first matched term (computed on first read when deferred)."""
+        snippet = self._snippet
+        return snippet if isinstance(snippet, str) else snippet()
+
+    def _key(self) -> tuple[int, tuple[str, ...], str]:
+        return self._rule_id, self._matched, self.snippet
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Match):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return (
+            f"Match(rule_id={self._rule_id!r}, matched={self._matched!r}, snippet={self.snippet!r})"
+        )
+
+    def __reduce__(self) -> tuple[type[Match], tuple[int, tuple[str, ...], str]]:
+        # The snippet travels as text: a deferred one refers to the whole article.
+        return Match, self._key()
 
 
 def entry_to_dict(entry: RawEntry) -> dict[str, str | None]:

@@ -3,20 +3,26 @@
 Per rule set, once (`CompiledRules(specs)`):
     parse every query; give every distinct folded term an id
     one Aho–Corasick automaton over " term " patterns (spaces = word boundaries)
-    inverted index: term id -> rules in which the term is positive (not under NOT)
-    rules true with no positive term present (e.g. ``NOT kimchi``): always candidates
-    each query compiled to a Python predicate over the set of present term ids
+    per rule, trigger terms: positive terms one of which must be present for it to be
+        true (one term chosen per conjunction, every branch of a disjunction); an index
+        from each term to the rules it triggers
+    rules true with no term present (e.g. ``NOT kimchi``): always candidates
+    a rule that is one plain term: its whole result, precomputed
+    each other query compiled to a Python predicate over the present term ids
 
 Per article (`CompiledRules.match(title, text, topics)`):
-    fold title + text once; run the automaton once -> present term ids (+ first offsets)
-    candidates = rules of the present terms + the always-candidates
+    fold title + text once (`fold_article`, shared with topic tagging)
+    run the automaton once -> present term ids and their first offsets
+    plain-term rules of the present terms: their precomputed results
+    candidates = rules triggered by a present term + the always-candidates
     filter by topic, evaluate the candidates' predicates -> hits and their lead terms
-    one snippet per distinct lead, all leads of a text located in one walk of its words
+    snippets deferred: computed together, one per distinct lead term, on the first read
 
-So the cost per article is one pass over the text plus the candidates, not the rule count.
-Why candidates are enough: a rule that is true with a set P of present terms, none of
-them positive in it, is also true with no term present — in negation normal form a
-present term that only occurs negated can only make its literals false.
+So the cost per article is one pass over the text plus the candidates and the matches,
+not the rule count. Why triggers are enough: in negation normal form, a conjunction is
+true only if each operand is, and a disjunction only if one operand is; so by induction
+a rule with a trigger set is false unless one of its trigger terms is present, and a rule
+without one (every conjunct, or some disjunct, needs no term) is true with none present.
 """
 
 from __future__ import annotations
@@ -24,8 +30,9 @@ from __future__ import annotations
 import functools
 import re
 import unicodedata
-from collections.abc import Callable, Container, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from itertools import chain
 
 import ahocorasick
 
@@ -37,7 +44,6 @@ from tasks.query import (
     QuerySyntaxError,
     Term,
     blank_separators,
-    evaluate,
     fold_text,
     fold_text_and_blanked,
     parse_query,
@@ -46,7 +52,14 @@ from tasks.query import (
     word_span,
 )
 
-__all__ = ["CompiledRules", "RuleError", "RuleSpec", "make_snippet"]
+__all__ = [
+    "CompiledRules",
+    "FoldedArticle",
+    "RuleError",
+    "RuleSpec",
+    "fold_article",
+    "make_snippet",
+]
 
 #: Target length of an alert snippet, in characters (before the ellipses).
 SNIPPET_CHARS = 200
@@ -71,17 +84,111 @@ class RuleSpec:
     topics: frozenset[str] = frozenset()
 
 
+# --- folding ---------------------------------------------------------------------------
+
+_NON_ASCII_RE = re.compile(r"[^\x00-\x7f]")
+# Past this many bytes of non-ASCII characters (in UTF-8) a text is not "English with a few
+# curly quotes", and replacing its separators one by one would not make it ASCII anyway.
+_FEW_NON_ASCII_BYTES = 192
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_separator(char: str) -> bool:
+    """Whether `blank_separators` turns this (non-ASCII) character into a space."""
+    return blank_separators(char) == " "
+
+
+def _blank_non_ascii_separators(text: str) -> str:
+    """`text` with its non-ASCII separators ("’", "—", "£"...) replaced by spaces.
+
+    `blank_separators` maps every character on its own, and maps a separator and a space
+    alike, so ``blank_separators(_blank_non_ascii_separators(t)) == blank_separators(t)``.
+    The point: when the result is ASCII, `str.translate` inside `blank_separators` takes
+    CPython's ASCII fast path, over ten times faster than on text with one "’" in it.
+    """
+    if len(text.encode("utf-8", "surrogatepass")) - len(text) > _FEW_NON_ASCII_BYTES:
+        return text
+    for char in set(_NON_ASCII_RE.findall(text)):
+        if _is_separator(char):
+            text = text.replace(char, " ")
+    return text
+
+
+def _fold(text: str) -> tuple[str, str | None]:
+    """``fold_text(text)``, and ``blank_separators(text)`` when that came for free.
+
+    Same result as `fold_text`, faster for mostly-ASCII text: `fold_text` is
+    ``collapse(blank_separators(nfkc(casefold(nfkc(text)))))``; this takes the inner
+    part, blanks its non-ASCII separators (which leaves `blank_separators` unchanged),
+    and when that leaves lowercase ASCII, folds it with the ASCII path of
+    `fold_text_and_blanked`, whose lowercasing then changes nothing.
+    """
+    if text.isascii():
+        return fold_text_and_blanked(text)
+    inner = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold())
+    blanked = _blank_non_ascii_separators(inner)
+    if blanked.isascii() and blanked == blanked.lower():
+        return fold_text_and_blanked(blanked)[0], None
+    return fold_text(text), None
+
+
+def _blanked(text: str) -> str:
+    """``blank_separators(text)``, faster for mostly-ASCII text (see above)."""
+    return blank_separators(_blank_non_ascii_separators(text))
+
+
 @dataclass(frozen=True, slots=True)
-class _Rule:
-    rule_id: int
-    query: Query
-    predicate: Callable[[Container[int]], bool]
-    positive: tuple[tuple[int, str], ...]  # (term id, spelling in the query)
-    topics: frozenset[str]
+class FoldedArticle:
+    """An article's title and text folded for matching (`fold_text`), and their join.
+
+    `joined` is the folded title and text joined on their shared padding space, so that
+    offsets from `body_start` on are offsets into `folded_text`; it equals
+    ``fold_text(f"{title}\n{text}")``. `blanked_text` is ``blank_separators(text)`` when
+    folding produced it on the way (ASCII text), else None.
+    """
+
+    title: str
+    text: str
+    folded_title: str
+    folded_text: str
+    blanked_text: str | None
+    joined: str
+    body_start: int
+
+
+@functools.lru_cache(maxsize=8)
+def fold_article(title: str, text: str) -> FoldedArticle:
+    """Fold an article's title and text for matching; the last few results are kept.
+
+    Topic tagging and rule matching both fold the same article one after the other
+    (`tasks.pipeline.prepare`); keeping the last few folds makes that one fold.
+    """
+    folded_title, _ = _fold(title)
+    folded_text, blanked_text = _fold(text)
+    return FoldedArticle(
+        title=title,
+        text=text,
+        folded_title=folded_title,
+        folded_text=folded_text,
+        blanked_text=blanked_text,
+        joined=folded_title + folded_text[1:],
+        body_start=len(folded_title) - 1,
+    )
+
+
+# --- compiling -------------------------------------------------------------------------
+
+# A match before its Match object: (rule index, rule id, matched spellings, lead term id);
+# the lead is the first matched term (-1: none), whose surroundings make the snippet.
+_Hit = tuple[int, int, tuple[str, ...], int]
+# Evaluates the rules a term triggers: (present term -> first offset, the article's
+# topics, append a hit).
+_Program = Callable[[dict[int, int], frozenset[str], Callable[[_Hit], None]], None]
+_NO_TOPICS: frozenset[str] = frozenset()
 
 
 def _expression(query: Query, ids: dict[str, int]) -> str:
-    """Python source of a predicate over the set `p` of present term ids."""
+    """Python source of a predicate over the container `p` of present term ids."""
     if isinstance(query, Term):
         return f"({ids[query.key]} in p)"
     if isinstance(query, Not):
@@ -90,15 +197,115 @@ def _expression(query: Query, ids: dict[str, int]) -> str:
     return "(" + joiner.join(_expression(op, ids) for op in query.operands) + ")"
 
 
-def _compile_predicate(query: Query, ids: dict[str, int]) -> Callable[[Container[int]], bool]:
-    """Compile a query to a lambda; 3-5x faster than walking the AST for every candidate.
+def _term_cost(key: str) -> float:
+    """How likely a folded term is to occur in a text, roughly: phrases and long words less."""
+    return 1.0 / (len(key) + 8 * key.count(" "))
 
-    The generated source contains only integer ids, operators and parentheses (never
-    user text), and parse depth is bounded by `tasks.query.MAX_DEPTH`.
+
+def _triggers(
+    query: Query, ids: dict[str, int], negated: bool = False
+) -> tuple[frozenset[int], float] | None:
+    """Term ids one of which must be present for `query` to be true, and their cost.
+
+    None when the query can be true with no term present. Negations are pushed down
+    (De Morgan): under an odd number of NOTs a term needs nothing, And acts as Or.
+    A conjunction takes its cheapest operand's triggers, a disjunction all of them.
     """
-    code = compile(f"lambda p: {_expression(query, ids)}", "<rule>", "eval")
-    predicate: Callable[[Container[int]], bool] = eval(code, {"__builtins__": {}})
-    return predicate
+    if isinstance(query, Term):
+        return None if negated else (frozenset({ids[query.key]}), _term_cost(query.key))
+    if isinstance(query, Not):
+        return _triggers(query.operand, ids, not negated)
+    parts = [_triggers(op, ids, negated) for op in query.operands]
+    if isinstance(query, And) != negated:  # a conjunction
+        known = [part for part in parts if part is not None]
+        return min(known, key=lambda part: part[1]) if known else None
+    if any(part is None for part in parts):
+        return None
+    terms = frozenset().union(*(part[0] for part in parts if part is not None))
+    return terms, sum(part[1] for part in parts if part is not None)
+
+
+def _ordered_hit(
+    present: dict[int, int], positive: tuple[tuple[int, str], ...], index: int, rule_id: int
+) -> _Hit:
+    """The hit of a matching rule: its present positive terms in order of first offset."""
+    found = sorted([(present[t], t, spelling) for t, spelling in positive if t in present])
+    return index, rule_id, tuple([f[2] for f in found]), found[0][1] if found else -1
+
+
+class _Codegen:
+    """Python source evaluating rules, with the values it refers to kept by name.
+
+    The source holds only generated names, integer term ids, operators and
+    parentheses, never user text: spellings, hits and topic sets are values in the
+    namespace. Parse depth is bounded by `tasks.query.MAX_DEPTH`.
+    """
+
+    def __init__(self) -> None:
+        self.namespace: dict[str, object] = {"__builtins__": {}, "_ordered_hit": _ordered_hit}
+        self.lines: list[str] = []
+
+    def constant(self, value: object) -> str:
+        """A name for `value` in the generated code."""
+        name = f"_c{len(self.namespace)}"
+        self.namespace[name] = value
+        return name
+
+    def rule(
+        self,
+        index: int,
+        rule_id: int,
+        condition: str,
+        positive: tuple[tuple[int, str], ...],
+        needs_positive: bool,
+    ) -> None:
+        """Append the hit of rule `index` when `condition` holds.
+
+        `needs_positive`: the rule cannot be true without one of its positive terms, so
+        with a single positive term the hit is a constant.
+        """
+        hit = self.hit(index, rule_id, positive, needs_positive)
+        self.lines.append(f"    if {condition}: o({hit})")
+
+    def hit(
+        self,
+        index: int,
+        rule_id: int,
+        positive: tuple[tuple[int, str], ...],
+        needs_positive: bool,
+    ) -> str:
+        """An expression for the hit of a matching rule (see `_ordered_hit`)."""
+        none = self.constant((index, rule_id, (), -1))
+        if not positive:
+            return none
+        if len(positive) == 1:
+            [(a, spelling)] = positive
+            only = self.constant((index, rule_id, (spelling,), a))
+            return only if needs_positive else f"({only} if {a} in p else {none})"
+        if len(positive) == 2:
+            (a, sa), (b, sb) = positive
+            ab = self.constant((index, rule_id, (sa, sb), a))
+            ba = self.constant((index, rule_id, (sb, sa), b))
+            a_only = self.constant((index, rule_id, (sa,), a))
+            b_only = self.constant((index, rule_id, (sb,), b))
+            # Ties (two terms starting at one offset) go to the smaller term id.
+            before = "<=" if a < b else "<"
+            both = f"({ab} if p[{a}] {before} p[{b}] else {ba})"
+            return (
+                f"(({both} if {b} in p else {a_only}) if {a} in p"
+                f" else ({b_only} if {b} in p else {none}))"
+            )
+        return f"_ordered_hit(p, {self.constant(positive)}, {index}, {rule_id})"
+
+    def function(self, name: str) -> None:
+        """Start a function ``name(p, t, o)``: present terms, topics, append a hit."""
+        self.lines.append(f"def {name}(p, t, o):")
+
+    def compile(self) -> dict[str, object]:
+        """Run the source; returns the namespace holding the functions."""
+        code = compile("\n".join(self.lines) + "\n", "<rules>", "exec")
+        exec(code, self.namespace)
+        return self.namespace
 
 
 class CompiledRules:
@@ -106,8 +313,7 @@ class CompiledRules:
 
     def __init__(self, specs: Iterable[RuleSpec]) -> None:
         """Parse and index all rules; raise RuleError for a malformed query or duplicate id."""
-        self._term_ids: dict[str, int] = {}
-        self._rules: list[_Rule] = []
+        term_ids: dict[str, int] = {}
         parsed: list[tuple[RuleSpec, Query]] = []
         seen: set[int] = set()
         for spec in specs:
@@ -120,65 +326,76 @@ class CompiledRules:
                 raise RuleError(spec.id, f"query {spec.query!r}: {exc}") from exc
             parsed.append((spec, query))
             for key in sorted(query_terms(query)):
-                self._term_ids.setdefault(key, len(self._term_ids))
+                term_ids.setdefault(key, len(term_ids))
 
-        self._keys: list[str] = list(self._term_ids)
-        postings: list[list[int]] = [[] for _ in self._keys]
-        always: list[int] = []
+        self._keys: list[str] = list(term_ids)
+        self._rule_count = len(parsed)
+        self._topical = any(spec.topics for spec, _ in parsed)
+        # Rules that are one plain term: their hit, whenever the term is present.
+        plain: list[list[_Hit]] = [[] for _ in self._keys]
+        # The other rules, under each of their trigger terms, or always evaluated.
+        triggered: list[list[tuple[int, str, int, tuple[tuple[int, str], ...]]]] = [
+            [] for _ in self._keys
+        ]
+        always: list[tuple[int, str, tuple[tuple[int, str], ...]]] = []
+        code = _Codegen()
         for index, (spec, query) in enumerate(parsed):
+            if isinstance(query, Term) and not spec.topics:
+                term_id = term_ids[query.key]
+                plain[term_id].append((index, spec.id, (query.text,), term_id))
+                continue
+            condition = _expression(query, term_ids)
+            if spec.topics:
+                topics = code.constant(frozenset(spec.topics))
+                condition = f"not t.isdisjoint({topics}) and {condition}"
             positive = tuple(
-                (self._term_ids[key], spelling) for key, spelling in positive_terms(query).items()
+                (term_ids[key], spelling) for key, spelling in positive_terms(query).items()
             )
-            self._rules.append(
-                _Rule(
-                    rule_id=spec.id,
-                    query=query,
-                    predicate=_compile_predicate(query, self._term_ids),
-                    positive=positive,
-                    topics=frozenset(spec.topics),
-                )
-            )
-            for term_id, _ in positive:
-                postings[term_id].append(index)
-            if evaluate(query, frozenset()):
-                always.append(index)
-        self._postings: list[tuple[int, ...]] = [tuple(p) for p in postings]
-        self._always: tuple[int, ...] = tuple(always)
+            trigger = _triggers(query, term_ids)
+            if trigger is None:
+                always.append((index, condition, positive))
+                continue
+            for term_id in trigger[0]:
+                # Evaluated only under the first of its present trigger terms (by id).
+                earlier = [other for other in sorted(trigger[0]) if other < term_id]
+                guard = "".join(f"not ({other} in p) and " for other in earlier)
+                triggered[term_id].append((index, guard + condition, spec.id, positive))
+
+        rule_ids = [spec.id for spec, _ in parsed]
+        for term_id, rules in enumerate(triggered):
+            if rules:
+                code.function(f"_t{term_id}")
+                for index, condition, _, positive in rules:
+                    code.rule(index, rule_ids[index], condition, positive, needs_positive=True)
+        if always:
+            code.function("_always")
+            for index, condition, positive in always:
+                code.rule(index, rule_ids[index], condition, positive, needs_positive=False)
+        namespace = code.compile() if code.lines else {}
+        self._plain: list[tuple[_Hit, ...]] = [tuple(hits) for hits in plain]
+        self._programs: list[_Program | None] = [
+            namespace.get(f"_t{term_id}") if rules else None  # type: ignore[misc]
+            for term_id, rules in enumerate(triggered)
+        ]
+        self._always: _Program | None = namespace.get("_always")  # type: ignore[assignment]
 
         self._automaton: ahocorasick.Automaton | None = None
         if self._keys:
             automaton = ahocorasick.Automaton()
             for term_id, key in enumerate(self._keys):
-                automaton.add_word(f" {key} ", term_id)
+                # The value gives the offset of the leading space from the trailing one.
+                automaton.add_word(f" {key} ", (term_id, len(key) + 1))
             automaton.make_automaton()
             self._automaton = automaton
 
     def __len__(self) -> int:
         """Number of rules."""
-        return len(self._rules)
+        return self._rule_count
 
     @property
     def term_count(self) -> int:
         """Number of distinct folded terms over all rules (patterns in the automaton)."""
         return len(self._keys)
-
-    def _scan(self, folded: str, body_start: int) -> tuple[dict[int, int], dict[int, int]]:
-        """One automaton pass: first folded offset of each term, overall and in the body."""
-        first: dict[int, int] = {}
-        in_body: dict[int, int] = {}
-        if self._automaton is None:
-            return first, in_body
-        keys = self._keys
-        for end, term_id in self._automaton.iter(folded):
-            if term_id in in_body:
-                continue
-            # `end` is the index of the pattern's trailing space; store the leading one.
-            start = end - len(keys[term_id]) - 1
-            if term_id not in first:
-                first[term_id] = start
-            if start >= body_start:
-                in_body[term_id] = start
-        return first, in_body
 
     def match(self, title: str, text: str, topics: Iterable[str] = ()) -> list[Match]:
         """Every rule matching the article, in rule order, with matched terms and a snippet.
@@ -186,62 +403,86 @@ class CompiledRules:
         `topics` are the article's topic slugs, for rules with a topic filter. Matched
         terms are the rule's present positive terms, spelled as in its query, in order of
         first occurrence (title first); the snippet surrounds the first of them in `text`,
-        or in `title` when the term occurs only there.
+        or in `title` when the term occurs only there. Snippets are computed when first
+        read, all of an article's at once.
         """
-        folded_title = fold_text(title)
-        folded_text, blanked_text = fold_text_and_blanked(text)
-        # Title and text folded apart and joined on their shared padding space, so that
-        # offsets past `body_start` are offsets into `folded_text`.
-        body_start = len(folded_title) - 1
-        first, in_body = self._scan(folded_title + folded_text[1:], body_start)
-        candidates: set[int] = set(self._always)
-        for term_id in first:
-            candidates.update(self._postings[term_id])
-        if not candidates:
+        article = fold_article(title, text)
+        first: dict[int, int] = {}  # term id -> folded offset of its first leading space
+        if self._automaton is not None:
+            found = list(self._automaton.iter(article.joined))
+            if found:
+                # Backwards, so that the first occurrence of a term is the one kept.
+                first = {term_id: end - size for end, (term_id, size) in reversed(found)}
+        if not first and self._always is None:
             return []
-        topic_set = frozenset(topics)
-        # Matching rules first, then one snippet per distinct lead term: many rules share
-        # a lead, and locating all leads of a text together walks its words once.
-        hits: list[tuple[int, tuple[str, ...], int]] = []  # rule id, matched, lead term
-        for index in sorted(candidates):
-            rule = self._rules[index]
-            if rule.topics and rule.topics.isdisjoint(topic_set):
-                continue
-            if not rule.predicate(first):
-                continue
-            positive = rule.positive
-            if len(positive) == 1:
-                term_id, spelling = positive[0]
-                if term_id in first:
-                    hits.append((rule.rule_id, (spelling,), term_id))
-                else:
-                    hits.append((rule.rule_id, (), -1))
-                continue
-            found = sorted(
-                (first[term_id], term_id, spelling)
-                for term_id, spelling in positive
-                if term_id in first
-            )
-            lead = found[0][1] if found else -1
-            hits.append((rule.rule_id, tuple(spelling for _, _, spelling in found), lead))
+        hits: list[_Hit] = list(chain.from_iterable(map(self._plain.__getitem__, first)))
+        topic_set = frozenset(topics) if self._topical else _NO_TOPICS
+        append = hits.append
+        for program in filter(None, map(self._programs.__getitem__, first)):
+            program(first, topic_set, append)
+        if self._always is not None:
+            self._always(first, topic_set, append)
         if not hits:
             return []
-        # One snippet per distinct lead term (-1: none), located in text order per source.
+        hits.sort()
+        leads = {hit[3] for hit in hits}
+        source = _Snippets(article, first, self._keys, leads)
+        deferred = {lead: functools.partial(source.get, lead) for lead in leads}
+        return [Match(rule_id, matched, deferred[lead]) for _, rule_id, matched, lead in hits]
+
+
+class _Snippets:
+    """The snippets of one article's matches, one per lead term, all made on the first read.
+
+    Many matches share a lead term, and locating all leads of a text together walks
+    its words once.
+    """
+
+    __slots__ = ("_article", "_first", "_keys", "_leads", "_snippets")
+
+    def __init__(
+        self, article: FoldedArticle, first: dict[int, int], keys: list[str], leads: set[int]
+    ) -> None:
+        self._article = article
+        self._first = first
+        self._keys = keys
+        self._leads = leads
+        self._snippets: dict[int, str] | None = None
+
+    def get(self, lead: int) -> str:
+        """The snippet around lead term `lead` (-1: the start of the text)."""
+        snippets = self._snippets
+        if snippets is None:
+            snippets = self._snippets = self._make()
+        return snippets[lead]
+
+    def _make(self) -> dict[int, str]:
+        """A snippet per lead term, the leads located in text order per source."""
+        article, first, keys = self._article, self._first, self._keys
+        title, text = article.title, article.text
         snippets: dict[int, str] = {}
         in_text: list[tuple[int, int]] = []  # (folded offset of the leading space, term id)
         in_title: list[tuple[int, int]] = []
-        for lead in {lead for _, _, lead in hits}:
-            if lead < 0:
-                snippets[lead] = make_snippet(text if text.strip() else title, None)
-            elif lead in in_body:
-                in_text.append((in_body[lead] - body_start, lead))
+        body_start = article.body_start
+        for term_id in self._leads:
+            if term_id < 0:
+                snippets[term_id] = make_snippet(text if text.strip() else title, None)
+                continue
+            start = first[term_id]
+            if start >= body_start:
+                in_text.append((start - body_start, term_id))
+                continue
+            # First seen in the title: its first occurrence in the text, if any, wins.
+            offset = article.folded_text.find(f" {keys[term_id]} ")
+            if offset >= 0:
+                in_text.append((offset, term_id))
             else:
-                in_title.append((first[lead], lead))
+                in_title.append((start, term_id))
         if in_text:
-            _add_snippets(snippets, text, folded_text, blanked_text, in_text, self._keys)
+            _add_snippets(snippets, text, article.folded_text, article.blanked_text, in_text, keys)
         if in_title:
-            _add_snippets(snippets, title, folded_title, None, in_title, self._keys)
-        return [Match(rule_id, matched, snippets[lead]) for rule_id, matched, lead in hits]
+            _add_snippets(snippets, title, article.folded_title, None, in_title, keys)
+        return snippets
 
 
 # --- snippets --------------------------------------------------------------------------
@@ -328,31 +569,38 @@ class _Words:
 
 
 class _Window:
-    """`_window` over one text, with the text's non-blank extent computed once."""
+    """`_window` over one text, with the text's length and non-blank extent measured once."""
 
-    __slots__ = ("_high", "_low", "_text")
+    __slots__ = ("_high", "_low", "_size", "_text")
 
     def __init__(self, text: str) -> None:
         self._text = text
+        self._size = len(text)
         self._low = len(text) - len(text.lstrip())  # first non-blank character
         self._high = len(text.rstrip())  # just past the last one
 
     def __call__(self, start: int, end: int, width: int = SNIPPET_CHARS) -> str:
         """About `width` characters of the text around [start, end), cut at whitespace."""
-        text = self._text
+        text, size = self._text, self._size
         left, right = start, end
         room = width - (end - start)
         if room > 0:
-            left = max(0, start - room // 2)
-            right = min(len(text), end + room - (start - left))
-            left = max(0, left - (width - (right - left)))
+            left = start - room // 2 if start > room // 2 else 0
+            right = end + room - (start - left)
+            right = right if right < size else size
+            left = left - (width - (right - left))
+            left = left if left > 0 else 0
         if left > 0 and not text[left - 1].isspace():
             cut = text.find(" ", left, start)
             left = cut + 1 if cut >= 0 else start
-        if right < len(text) and not text[right].isspace():
+        if right < size and not text[right].isspace():
             cut = text.rfind(" ", end, right)
             right = cut if cut >= 0 else end
-        body = " ".join(text[left:right].split())
+        body = text[left:right]
+        # Whitespace collapsed to single spaces, the split and join skipped when there is
+        # nothing to collapse: only " " is both whitespace and printable.
+        if not (body.isprintable() and "  " not in body and body[:1] != " " != body[-1:]):
+            body = " ".join(body.split())
         # Text was cut where a non-blank character lies outside [left, right).
         prefix = ELLIPSIS if left > self._low else ""
         suffix = ELLIPSIS if right < self._high else ""
@@ -362,6 +610,26 @@ class _Window:
 def _window(text: str, start: int, end: int, width: int) -> str:
     """About `width` characters of `text` around [start, end), cut at whitespace."""
     return _Window(text)(start, end, width)
+
+
+def _lowered_words(text: str, folded: str, blanked: str) -> str | None:
+    """``blanked.lower()`` if its words are the words of `folded`, else None.
+
+    `folded` is ``fold_text(text)``, `blanked` is ``blank_separators(text)``. The
+    result has the offsets of `text`, words where `text` has them, so a term can be
+    found in it with `str.find` where otherwise the words of `text` must be walked.
+    Blanked ASCII text is letters, digits, spaces and the joiners of acronyms' dots,
+    which folding drops: its words are the folded ones when folding keeps every non-space
+    character. Other text is compared word for word, and must keep its length.
+    """
+    if blanked.isascii():
+        if len(blanked) - blanked.count(" ") == len(folded) - folded.count(" "):
+            return blanked.lower()
+        return None
+    lowered = blanked.lower()
+    if len(lowered) == len(blanked) and " ".join(lowered.split()) == folded[1:-1]:
+        return lowered
+    return None
 
 
 def _add_snippets(
@@ -374,15 +642,38 @@ def _add_snippets(
 ) -> None:
     """Add ``make_snippet(text, key, folded, offset)`` for each (offset, term id) located.
 
-    Same result, but the text's words are walked once for all terms (in offset order)
-    and its non-blank extent is measured once. `blanked` is ``blank_separators(text)``
-    if already known.
+    Same result, faster: the terms are found with `str.find` in `_lowered_words`
+    when it applies (a phrase found with one space between its words is the first
+    occurrence when as many word characters precede it there as in `folded`), else
+    the text's words are walked once for all terms (in offset order); its non-blank
+    extent is measured once. `blanked` is ``blank_separators(text)`` if already known.
+    The span found is checked by folding it, as `make_snippet` does, except in ASCII
+    text where it holds no dot: folding it then gives its lowercased words back.
     """
-    words = _Words(blank_separators(text) if blanked is None else blanked)
     window = _Window(text)
+    if blanked is None:
+        blanked = _blanked(text)
+    lowered = _lowered_words(text, folded, blanked)
+    spaced = None if lowered is None else f" {lowered} "
+    ascii_text = text.isascii()
+    words: _Words | None = None
     for offset, term_id in sorted(located):
         key = keys[term_id]
-        span = words.span(folded.count(" ", 0, offset + 1) - 1, key.count(" ") + 1)
+        span: tuple[int, int] | None = None
+        if spaced is not None:
+            at = spaced.find(f" {key} ")
+            if at >= 0 and (
+                " " not in key
+                or at - spaced.count(" ", 0, at) == offset - folded.count(" ", 0, offset)
+            ):
+                span = at, at + len(key)
+                if ascii_text and "." not in text[at : at + len(key)]:
+                    snippets[term_id] = window(*span)
+                    continue
+        if span is None:
+            if words is None:
+                words = _Words(blanked)
+            span = words.span(folded.count(" ", 0, offset + 1) - 1, key.count(" ") + 1)
         if span is not None and fold_text(text[span[0] : span[1]]) == f" {key} ":
             snippets[term_id] = window(span[0], span[1])
         else:

@@ -30,8 +30,10 @@ from __future__ import annotations
 import math
 import re
 import tomllib
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, TypeGuard
 
@@ -39,6 +41,7 @@ import ahocorasick
 
 from tasks.models import TopicTag
 from tasks.query import fold_text
+from tasks.rules import fold_article
 
 __all__ = ["PHRASE_COUNT_CAP", "Topic", "TopicTagger", "TopicsFileError", "load_topics"]
 
@@ -219,12 +222,15 @@ class TopicTagger:
             self._automaton = automaton
 
     def _count(self, title: str, text: str) -> dict[int, int]:
-        """Occurrences of each phrase id in the folded title and text (one pass)."""
-        counts: dict[int, int] = {}
-        if self._automaton is not None:
-            for _, phrase_id in self._automaton.iter(fold_text(f"{title}\n{text}")):
-                counts[phrase_id] = counts.get(phrase_id, 0) + 1
-        return counts
+        """Occurrences of each phrase id in the folded title and text (one pass).
+
+        The fold is `tasks.rules.fold_article`'s, which rule matching of the same article
+        then reuses instead of folding again.
+        """
+        if self._automaton is None:
+            return {}
+        found = self._automaton.iter(fold_article(title, text).joined)
+        return Counter(map(itemgetter(1), found))
 
     def tag(self, title: str, text: str) -> list[TopicTag]:
         """Topics whose score reaches their threshold, highest score first.

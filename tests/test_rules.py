@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import re
 from pathlib import Path
 
@@ -17,11 +18,14 @@ from tasks.query import (
     Query,
     Term,
     blank_separators,
+    evaluate,
     fold_term,
     fold_text,
     fold_text_and_blanked,
     format_query,
     parse_query,
+    positive_terms,
+    query_terms,
     word_span,
 )
 from tasks.rules import (
@@ -30,7 +34,10 @@ from tasks.rules import (
     CompiledRules,
     RuleError,
     RuleSpec,
+    _blanked,
+    _fold,
     _Words,
+    fold_article,
     make_snippet,
 )
 
@@ -165,6 +172,34 @@ def test_snippet_for_not_only_rule_is_text_start() -> None:
     assert match.snippet.endswith(ELLIPSIS)
 
 
+def test_snippet_of_a_phrase_first_written_across_punctuation() -> None:
+    rules = CompiledRules([RuleSpec(1, '"kim seoul"')])
+    text = "Kim, Seoul said. " + "filler " * 40 + "Then Kim Seoul again. " + "end " * 40
+    [match] = rules.match("", text, ())
+    assert match.snippet.startswith("Kim, Seoul said.")
+
+
+def test_snippet_of_an_acronym_written_before_the_plain_word() -> None:
+    rules = CompiledRules([RuleSpec(1, "US")])
+    text = "Start. " + "filler " * 40 + "The U.S. said no. " + "filler " * 40 + "tell us more"
+    [match] = rules.match("", text, ())
+    assert "The U.S. said no." in match.snippet
+    assert "tell us" not in match.snippet
+
+
+def test_snippet_of_a_word_that_folds_to_other_letters() -> None:
+    # "Straße" folds to "strasse": the first occurrence, though not written that way.
+    rules = CompiledRules([RuleSpec(1, "strasse")])
+    text = "Straße opens. " + "filler " * 40 + "Strasse closes. " + "end " * 40
+    [match] = rules.match("", text, ())
+    assert match.snippet.startswith("Straße opens.")
+
+
+def test_snippet_collapses_runs_of_spaces() -> None:
+    rules = CompiledRules([RuleSpec(1, "kim")])
+    assert rules.match("", "Kim  met   Caine.", ())[0].snippet == "Kim met Caine."
+
+
 # --- agreement with a naive reference ------------------------------------------------------
 
 VOCAB = ["kim", "kimchi", "seoul", "cost", "sharing", "us", "troops", "a", "b", "korea"]
@@ -280,3 +315,189 @@ def test_fold_text_and_blanked_equals_separate_calls(text: str) -> None:
     folded, blanked = fold_text_and_blanked(text)
     assert folded == fold_text(text)
     assert blanked == (blank_separators(text) if text.isascii() else None)
+
+
+# --- the compiled matcher equals each rule evaluated on its own ----------------------------
+
+SLUGS = ["x", "y"]
+RICH_WORDS = [
+    *VOCAB,
+    "Kim",
+    "kimchi",
+    "U.S.",
+    "u.s.a",
+    "e.g.",
+    "Korea’s",
+    "£28",
+    "™",
+    "ﬁne",
+    "Straße",
+    "é",
+    "cost-sharing",
+    "A.B",
+]
+RICH_SEPARATORS = [*SEPARATORS, ".\n\n", " — ", "   ", "\t", ": “", "” ", "…", "_"]
+RICH_TEXTS = st.lists(
+    st.tuples(st.sampled_from(RICH_WORDS), st.sampled_from(RICH_SEPARATORS)), max_size=40
+).map(lambda parts: "".join(word + sep for word, sep in parts))
+
+
+def recurring_words(words: list[str]) -> st.SearchStrategy[str]:
+    """ASCII texts longer than a snippet (so that where it is cut shows) of a few words,
+    so that terms recur, written with and without punctuation between them."""
+    return st.lists(
+        st.tuples(
+            st.sampled_from(words),
+            st.sampled_from([" ", " ", ", ", ". ", "-", "\n\n", "   "]),
+        ),
+        min_size=60,
+        max_size=150,
+    ).map(lambda parts: "".join(word + sep for word, sep in parts))
+
+
+# ASCII text takes other paths (one pass for folding and word offsets, snippets by find),
+# which acronyms ("U.S.") turn off for the whole text.
+ASCII_TEXTS = st.one_of(
+    recurring_words(["kim", "Kim", "seoul", "cost", "sharing", "us", "a"]),
+    # "us" rarer than "U.S.": the first "us" is often an acronym far before a plain one.
+    recurring_words(["kim", "seoul", "cost", "U.S.", "e.g.", "a", "kim", "U.S.", "us"]),
+)
+ARTICLE_TEXTS = st.one_of(ASCII_TEXTS, RICH_TEXTS)
+RULE_SPECS = st.lists(
+    st.tuples(
+        st.one_of(
+            RULE_QUERIES,
+            # Terms starting at the same offset: ties in the matched order.
+            st.permutations([Term("kim"), Term("kim seoul"), Term("kim seoul cost")]).map(
+                lambda terms: Or(tuple(terms[:2]))
+            ),
+        ),
+        st.frozensets(st.sampled_from(SLUGS)),
+    ),
+    min_size=1,
+    max_size=10,
+).map(lambda rules: [RuleSpec(i, format_query(q), t) for i, (q, t) in enumerate(rules)])
+
+
+def reference_match(
+    specs: list[RuleSpec], title: str, text: str, topics: frozenset[str]
+) -> list[tuple[int, tuple[str, ...], str]]:
+    """Every rule on its own: `evaluate` over the folded article, one snippet per match.
+
+    Matched terms in order of first occurrence; two terms found at one offset in order
+    of the ids `CompiledRules` gives terms (first seen, each rule's terms sorted).
+    """
+    whole = fold_text(f"{title}\n{text}")
+    ids: dict[str, int] = {}
+    for spec in specs:
+        for key in sorted(query_terms(parse_query(spec.query))):
+            ids.setdefault(key, len(ids))
+    result = []
+    for spec in specs:
+        if spec.topics and spec.topics.isdisjoint(topics):
+            continue
+        query = parse_query(spec.query)
+        first = {key: whole.find(f" {key} ") for key in query_terms(query)}
+        if not evaluate(query, {key for key, at in first.items() if at >= 0}):
+            continue
+        found = sorted(
+            (first[key], ids[key], spelling)
+            for key, spelling in positive_terms(query).items()
+            if first[key] >= 0
+        )
+        matched = tuple(spelling for _, _, spelling in found)
+        snippet = single_snippet(title, text, matched[0] if matched else None)
+        result.append((spec.id, matched, snippet))
+    return result
+
+
+@given(
+    RULE_SPECS,
+    st.lists(
+        st.tuples(ARTICLE_TEXTS, ARTICLE_TEXTS, st.frozensets(st.sampled_from(SLUGS))),
+        min_size=1,
+        max_size=2,
+    ),
+)
+@settings(max_examples=200, deadline=None)
+def test_compiled_rules_equal_each_rule_on_its_own(
+    specs: list[RuleSpec], articles: list[tuple[str, str, frozenset[str]]]
+) -> None:
+    rules = CompiledRules(specs)
+    for title, text, topics in articles:
+        got = [(m.rule_id, m.matched, m.snippet) for m in rules.match(title, text, topics)]
+        assert got == reference_match(specs, title, text, topics), (title, text, topics)
+
+
+RECURRING = ["us", "kim", "seoul", '"kim seoul"', '"cost sharing"', '"seoul us"', "a", '"e g"']
+
+
+@given(ASCII_TEXTS, st.one_of(st.just(""), ASCII_TEXTS))
+@settings(max_examples=200, deadline=None)
+def test_recurring_terms_in_long_text_equal_each_rule_on_its_own(text: str, title: str) -> None:
+    # Every term many times, plain, across punctuation and as acronyms: the first
+    # occurrence, not just any, must give the snippet.
+    specs = [RuleSpec(i, query) for i, query in enumerate(RECURRING)]
+    got = [(m.rule_id, m.matched, m.snippet) for m in CompiledRules(specs).match(title, text)]
+    assert got == reference_match(specs, title, text, frozenset())
+
+
+def test_terms_at_one_offset_are_ordered_by_term_id() -> None:
+    # "kim" and "kim seoul" both start at "Kim"; ids: "kim" first unless a rule before
+    # brought "kim seoul" in.
+    rules = CompiledRules([RuleSpec(1, '"kim seoul" OR kim'), RuleSpec(2, 'kim OR "kim seoul"')])
+    assert [m.matched for m in rules.match("", "Kim Seoul", ())] == [
+        ("kim", "kim seoul"),
+        ("kim", "kim seoul"),
+    ]
+    rules = CompiledRules([RuleSpec(1, '"kim seoul"'), RuleSpec(2, 'kim OR "kim seoul"')])
+    assert rules.match("", "Kim Seoul", ())[1].matched == ("kim seoul", "kim")
+
+
+def test_rules_triggered_by_several_present_terms_match_once() -> None:
+    rules = CompiledRules([RuleSpec(1, "kim OR seoul OR tokyo"), RuleSpec(2, "(kim OR seoul) -x")])
+    assert [m.rule_id for m in rules.match("Seoul", "Kim in Tokyo and Seoul", ())] == [1, 2]
+
+
+@given(st.one_of(st.text(), RICH_TEXTS, SNIPPET_TEXTS), st.one_of(st.text(), RICH_TEXTS))
+@settings(max_examples=500, deadline=None)
+def test_fast_folding_equals_fold_text(text: str, title: str) -> None:
+    folded, blanked = _fold(text)
+    assert folded == fold_text(text)
+    assert blanked in (None, blank_separators(text))
+    assert _blanked(text) == blank_separators(text)
+    article = fold_article(title, text)
+    assert article.joined == fold_text(f"{title}\n{text}")
+    assert article.joined[article.body_start :] == article.folded_text
+
+
+# --- Match ---------------------------------------------------------------------------------
+
+
+def test_match_with_a_deferred_snippet_is_plain_data() -> None:
+    calls: list[int] = []
+
+    def snippet() -> str:
+        calls.append(1)
+        return "around the term"
+
+    match = Match(3, ("kim",), snippet)
+    assert match.rule_id == 3 and match.matched == ("kim",)
+    assert calls == []
+    plain = Match(3, ("kim",), "around the term")
+    assert match == plain and hash(match) == hash(plain)
+    assert match != Match(3, ("kim",), "elsewhere")
+    assert repr(match) == "Match(rule_id=3, matched=('kim',), snippet='around the term')"
+    copy = pickle.loads(pickle.dumps(match))
+    assert copy == plain and copy.snippet == "around the term"
+    with pytest.raises(AttributeError):
+        match.rule_id = 4  # type: ignore[misc]
+
+
+def test_matches_survive_pickling_with_their_snippets() -> None:
+    rules = CompiledRules([RuleSpec(1, "kim"), RuleSpec(2, "seoul -tokyo")])
+    matches = rules.match("Talks", "Kim went to Seoul. " * 30, ())
+    copies = pickle.loads(pickle.dumps(matches))
+    assert copies == matches
+    assert [m.snippet for m in copies] == [m.snippet for m in matches]
+    assert copies[0].snippet.startswith("Kim went to Seoul.")

@@ -6,7 +6,11 @@ import re
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from tasks.models import TopicTag
+from tasks.query import fold_text
 from tasks.topics import (
     PHRASE_COUNT_CAP,
     Topic,
@@ -218,3 +222,82 @@ def test_missing_file(tmp_path: Path) -> None:
 
 def test_topics_file_error_is_value_error() -> None:
     assert issubclass(TopicsFileError, ValueError)
+
+
+# --- tagging equals a plain count over the folded article ------------------------------------
+
+PHRASES = ["cost sharing", "troops", "us", "kim", "kim jong un", "jong", "seoul", "e g", "a a"]
+TOPIC_WORDS = ["cost", "sharing", "troops", "US", "U.S.", "Kim", "Jong", "Un", "Seoul", "e.g."]
+TOPIC_TEXTS = st.lists(
+    st.tuples(
+        st.sampled_from([*TOPIC_WORDS, "a", "£5", "’s", "ﬁne", "Straße"]),
+        st.sampled_from([" ", " ", "-", ", ", ". ", "\n", "—", "   "]),
+    ),
+    max_size=40,
+).map(lambda parts: "".join(word + sep for word, sep in parts))
+TOPICS = st.lists(
+    st.tuples(
+        st.lists(
+            st.tuples(st.sampled_from(PHRASES), st.integers(-4, 8).map(lambda w: w / 2)),
+            min_size=1,
+            max_size=4,
+            unique_by=lambda pair: pair[0],
+        ),
+        st.lists(st.sampled_from(PHRASES), max_size=2, unique=True),
+        st.integers(1, 8).map(lambda t: t / 2),
+    ),
+    min_size=1,
+    max_size=4,
+).map(
+    lambda specs: [
+        Topic(f"t{i}", f"T{i}", "", threshold, tuple(phrases), tuple(exclusions))
+        for i, (phrases, exclusions, threshold) in enumerate(specs)
+    ]
+)
+
+
+def occurrences(folded: str, phrase: str) -> int:
+    """How often a phrase occurs in folded text, overlapping occurrences included."""
+    key = f" {fold_text(phrase).strip()} "
+    count, at = 0, folded.find(key)
+    while at >= 0:
+        count, at = count + 1, folded.find(key, at + 1)
+    return count
+
+
+def reference_tags(topics: list[Topic], title: str, text: str) -> list[TopicTag]:
+    """Each topic on its own, counting its phrases with `str.find`."""
+    folded = fold_text(f"{title}\n{text}")
+    ids: dict[str, int] = {}  # phrase order as the tagger numbers them, for ties
+    for topic in topics:
+        for phrase in [p for p, _ in topic.phrases] + list(topic.exclusions):
+            ids.setdefault(fold_text(phrase).strip(), len(ids))
+    tags = []
+    for topic in topics:
+        if any(occurrences(folded, exclusion) for exclusion in topic.exclusions):
+            continue
+        fired = [
+            (-weight * min(occurrences(folded, phrase), PHRASE_COUNT_CAP), phrase)
+            for phrase, weight in topic.phrases
+            if occurrences(folded, phrase)
+        ]
+        score = -sum(minus for minus, _ in fired)
+        if fired and score >= topic.threshold:
+            fired.sort(key=lambda f: (f[0], ids[fold_text(f[1]).strip()], f[1]))
+            phrases = tuple(phrase for _, phrase in fired)
+            tags.append(TopicTag(topic.slug, round(score, 4), phrases))
+    return sorted(tags, key=lambda tag: (-tag.score, tag.slug))
+
+
+@given(TOPICS, TOPIC_TEXTS, TOPIC_TEXTS)
+@settings(max_examples=300, deadline=None)
+def test_tagging_equals_each_topic_on_its_own(topics: list[Topic], title: str, text: str) -> None:
+    tagger = TopicTagger(topics)
+    assert tagger.tag(title, text) == reference_tags(topics, title, text)
+    folded = fold_text(f"{title}\n{text}")
+    assert tagger.scores(title, text) == {
+        topic.slug: round(
+            sum(w * min(occurrences(folded, p), PHRASE_COUNT_CAP) for p, w in topic.phrases), 4
+        )
+        for topic in topics
+    }
