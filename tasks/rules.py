@@ -226,11 +226,19 @@ def _triggers(
 
 
 def _ordered_hit(
-    present: dict[int, int], positive: tuple[tuple[int, str], ...], index: int, rule_id: int
+    present: dict[int, int], positive: tuple[tuple[int, str, _Hit], ...], none: _Hit
 ) -> _Hit:
-    """The hit of a matching rule: its present positive terms in order of first offset."""
-    found = sorted([(present[t], t, spelling) for t, spelling in positive if t in present])
-    return index, rule_id, tuple([f[2] for f in found]), found[0][1] if found else -1
+    """The hit of a matching rule: its present positive terms in order of first offset.
+
+    `positive` holds (term id, spelling, the hit when only this term is present) in
+    query order; `none` is the hit with no positive term present.
+    """
+    found = [(present[t], t, spelling, alone) for t, spelling, alone in positive if t in present]
+    if len(found) < 2:
+        return found[0][3] if found else none
+    found.sort()
+    index, rule_id = none[0], none[1]
+    return index, rule_id, tuple([f[2] for f in found]), found[0][1]
 
 
 class _Codegen:
@@ -295,7 +303,8 @@ class _Codegen:
                 f"(({both} if {b} in p else {a_only}) if {a} in p"
                 f" else ({b_only} if {b} in p else {none}))"
             )
-        return f"_ordered_hit(p, {self.constant(positive)}, {index}, {rule_id})"
+        alone = tuple((t, spelling, (index, rule_id, (spelling,), t)) for t, spelling in positive)
+        return f"_ordered_hit(p, {self.constant(alone)}, {none})"
 
     def function(self, name: str) -> None:
         """Start a function ``name(p, t, o)``: present terms, topics, append a hit."""

@@ -30,10 +30,8 @@ from __future__ import annotations
 import math
 import re
 import tomllib
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from operator import itemgetter
 from pathlib import Path
 from typing import Any, TypeGuard
 
@@ -227,10 +225,11 @@ class TopicTagger:
         The fold is `tasks.rules.fold_article`'s, which rule matching of the same article
         then reuses instead of folding again.
         """
-        if self._automaton is None:
-            return {}
-        found = self._automaton.iter(fold_article(title, text).joined)
-        return Counter(map(itemgetter(1), found))
+        counts: dict[int, int] = {}
+        if self._automaton is not None:
+            for _, phrase_id in self._automaton.iter(fold_article(title, text).joined):
+                counts[phrase_id] = counts.get(phrase_id, 0) + 1
+        return counts
 
     def tag(self, title: str, text: str) -> list[TopicTag]:
         """Topics whose score reaches their threshold, highest score first.
