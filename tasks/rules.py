@@ -98,38 +98,60 @@ def _is_separator(char: str) -> bool:
     return blank_separators(char) == " "
 
 
+def _separators_in(text: str) -> set[str] | None:
+    """The non-ASCII separators ("’", "—", "£"...) in `text`; None if it has many non-ASCII
+    characters, which replacing one by one would not make ASCII anyway."""
+    if len(text.encode("utf-8", "surrogatepass")) - len(text) > _FEW_NON_ASCII_BYTES:
+        return None
+    return {char for char in set(_NON_ASCII_RE.findall(text)) if _is_separator(char)}
+
+
+def _blank_chars(text: str, chars: Iterable[str]) -> str:
+    """`text` with each of `chars` replaced by a space."""
+    for char in chars:
+        text = text.replace(char, " ")
+    return text
+
+
 def _blank_non_ascii_separators(text: str) -> str:
-    """`text` with its non-ASCII separators ("’", "—", "£"...) replaced by spaces.
+    """`text` with its non-ASCII separators replaced by spaces.
 
     `blank_separators` maps every character on its own, and maps a separator and a space
     alike, so ``blank_separators(_blank_non_ascii_separators(t)) == blank_separators(t)``.
     The point: when the result is ASCII, `str.translate` inside `blank_separators` takes
     CPython's ASCII fast path, over ten times faster than on text with one "’" in it.
     """
-    if len(text.encode("utf-8", "surrogatepass")) - len(text) > _FEW_NON_ASCII_BYTES:
-        return text
-    for char in set(_NON_ASCII_RE.findall(text)):
-        if _is_separator(char):
-            text = text.replace(char, " ")
-    return text
+    chars = _separators_in(text)
+    return text if chars is None else _blank_chars(text, chars)
 
 
 def _fold(text: str) -> tuple[str, str | None]:
-    """``fold_text(text)``, and ``blank_separators(text)`` when that came for free.
+    """``fold_text(text)``, and the words of `text` at its offsets when they come cheap.
 
     Same result as `fold_text`, faster for mostly-ASCII text: `fold_text` is
     ``collapse(blank_separators(nfkc(casefold(nfkc(text)))))``; this takes the inner
     part, blanks its non-ASCII separators (which leaves `blank_separators` unchanged),
     and when that leaves lowercase ASCII, folds it with the ASCII path of
     `fold_text_and_blanked`, whose lowercasing then changes nothing.
+
+    The second item, for snippets, is ``blank_separators(text)`` for ASCII text. For
+    other text whose inner part differs from it only in letter case and those
+    separators (curly quotes, "£"), it is the inner part's blanked form: lowercase, but
+    with the same words at the same offsets. Otherwise None.
     """
     if text.isascii():
         return fold_text_and_blanked(text)
     inner = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold())
-    blanked = _blank_non_ascii_separators(inner)
-    if blanked.isascii() and blanked == blanked.lower():
-        return fold_text_and_blanked(blanked)[0], None
-    return fold_text(text), None
+    chars = _separators_in(inner)
+    if chars is None:
+        return fold_text(text), None
+    blanked = _blank_chars(inner, chars)
+    if not (blanked.isascii() and blanked == blanked.lower()):
+        return fold_text(text), None
+    folded, words = fold_text_and_blanked(blanked)
+    if len(blanked) == len(text) and _blank_chars(text.lower(), chars) == blanked:
+        return folded, words
+    return folded, None
 
 
 def _blanked(text: str) -> str:
@@ -143,8 +165,9 @@ class FoldedArticle:
 
     `joined` is the folded title and text joined on their shared padding space, so that
     offsets from `body_start` on are offsets into `folded_text`; it equals
-    ``fold_text(f"{title}\n{text}")``. `blanked_text` is ``blank_separators(text)`` when
-    folding produced it on the way (ASCII text), else None.
+    ``fold_text(f"{title}\n{text}")``. `blanked_text` is ``blank_separators(text)``, or
+    a lowercase string with the same words at the same offsets, when folding produced it
+    on the way (see `_fold`), else None.
     """
 
     title: str
@@ -624,7 +647,8 @@ def _window(text: str, start: int, end: int, width: int) -> str:
 def _lowered_words(text: str, folded: str, blanked: str) -> str | None:
     """``blanked.lower()`` if its words are the words of `folded`, else None.
 
-    `folded` is ``fold_text(text)``, `blanked` is ``blank_separators(text)``. The
+    `folded` is ``fold_text(text)``, `blanked` is ``blank_separators(text)`` (or the
+    stand-in `_fold` gives, lowercase ASCII with the same words at the same offsets). The
     result has the offsets of `text`, words where `text` has them, so a term can be
     found in it with `str.find` where otherwise the words of `text` must be walked.
     Blanked ASCII text is letters, digits, spaces and the joiners of acronyms' dots,
@@ -655,16 +679,16 @@ def _add_snippets(
     when it applies (a phrase found with one space between its words is the first
     occurrence when as many word characters precede it there as in `folded`), else
     the text's words are walked once for all terms (in offset order); its non-blank
-    extent is measured once. `blanked` is ``blank_separators(text)`` if already known.
-    The span found is checked by folding it, as `make_snippet` does, except in ASCII
-    text where it holds no dot: folding it then gives its lowercased words back.
+    extent is measured once. `blanked` is ``blank_separators(text)``, or a string with
+    the same words at the same offsets (see `_fold`), if already known. The span found
+    is checked by folding it, as `make_snippet` does, unless it is ASCII and holds no
+    dot: folding it then gives back its lowercased words, which are the term's.
     """
     window = _Window(text)
     if blanked is None:
         blanked = _blanked(text)
     lowered = _lowered_words(text, folded, blanked)
     spaced = None if lowered is None else f" {lowered} "
-    ascii_text = text.isascii()
     words: _Words | None = None
     for offset, term_id in sorted(located):
         key = keys[term_id]
@@ -676,7 +700,8 @@ def _add_snippets(
                 or at - spaced.count(" ", 0, at) == offset - folded.count(" ", 0, offset)
             ):
                 span = at, at + len(key)
-                if ascii_text and "." not in text[at : at + len(key)]:
+                found = text[at : at + len(key)]
+                if found.isascii() and "." not in found:
                     snippets[term_id] = window(*span)
                     continue
         if span is None:
