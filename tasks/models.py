@@ -58,11 +58,10 @@ class TopicTag:
 class Match:
     """A keyword rule that matched an article: which terms fired and where.
 
-    Immutable, compared, hashed and pickled by (`rule_id`, `matched`, `snippet`), like the
-    frozen dataclass it replaces. `snippet` may be given as a function that computes it:
-    it is then called on first read (matching many rules builds many matches whose
-    snippets are never read, e.g. for stories already alerted). Equality, hashing and
-    pickling read it, so a pickled match always carries the text.
+    Immutable; compared, hashed and pickled by (`rule_id`, `matched`, `snippet`). The
+    snippet may be given as a function that computes it, called when it is read: rule
+    matching builds many matches whose snippets are never read (stories already
+    alerted). Equality, hashing and pickling read it, so a pickled match carries text.
     """
 
     __slots__ = ("_matched", "_rule_id", "_snippet")

@@ -6,23 +6,26 @@ Per rule set, once (`CompiledRules(specs)`):
     per rule, trigger terms: positive terms one of which must be present for it to be
         true (one term chosen per conjunction, every branch of a disjunction); an index
         from each term to the rules it triggers
-    rules true with no term present (e.g. ``NOT kimchi``): always candidates
+    rules true with no term present (e.g. ``NOT kimchi``): always evaluated
     a rule that is one plain term: its whole result, precomputed
-    each other query compiled to a Python predicate over the present term ids
+    the other rules: one generated Python function per term, evaluating the rules it
+        triggers (topic filter, then the query over the present term ids) and adding
+        their results, matched terms in order included (`_Codegen`)
 
 Per article (`CompiledRules.match(title, text, topics)`):
     fold title + text once (`fold_article`, shared with topic tagging)
     run the automaton once -> present term ids and their first offsets
     plain-term rules of the present terms: their precomputed results
-    candidates = rules triggered by a present term + the always-candidates
-    filter by topic, evaluate the candidates' predicates -> hits and their lead terms
+    the function of each present term, and the always-evaluated rules -> hits and their
+        lead terms (a rule with several present triggers runs under the first only)
     snippets deferred: computed together, one per distinct lead term, on the first read
 
-So the cost per article is one pass over the text plus the candidates and the matches,
-not the rule count. Why triggers are enough: in negation normal form, a conjunction is
-true only if each operand is, and a disjunction only if one operand is; so by induction
-a rule with a trigger set is false unless one of its trigger terms is present, and a rule
-without one (every conjunct, or some disjunct, needs no term) is true with none present.
+So the cost per article is one pass over the text plus the rules of the present terms
+and the matches, not the rule count. Why triggers are enough: in negation normal form,
+a conjunction is true only if each operand is, and a disjunction only if one operand
+is; so by induction a rule with a trigger set is false unless one of its trigger terms
+is present, and a rule without one (every conjunct, or some disjunct, needs no term) is
+true with none present.
 """
 
 from __future__ import annotations
