@@ -292,9 +292,10 @@ def _shingle_hashes(codes: np.ndarray, size: int) -> tuple[np.ndarray, int]:
     count = n_words - width + 1
     # through[k]: the sum over the bytes up to word k's space (a new array, ours).
     through = np.cumsum(powers[:n] * codes)[ends]
-    # Shingle i ends with word i + width - 1; but for i = 0, take off the sum through
-    # word i - 1, then multiply by the inverse power of the shingle's start (the byte
-    # after that word's space). Overlapping operands work as if the input were copied.
+    # Shingle i ends with word i + width - 1. Shingle 0 starts the text; for the others,
+    # take off the sum through word i - 1, then multiply by the inverse power of the
+    # shingle's start (the byte after that word's space). Overlapping operands work as
+    # if the input were copied first.
     sums = through[width - 1 :]
     sums[1:] -= through[: count - 1]
     sums[1:] *= inverse[1:][ends[: count - 1]]
