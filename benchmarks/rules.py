@@ -288,7 +288,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print(header)
     for r in rows:
-        per_match = "-" if r.newswatch_us_per_match is None else f"{r.newswatch_us_per_match:.2f}"
+        # Below one match per text, time per match says little: shown as "-".
+        per_match = (
+            f"{r.newswatch_us_per_match:.2f}"
+            if r.newswatch_us_per_match is not None and r.matches_per_text >= 1
+            else "-"
+        )
         print(
             f"{r.rules:>7} {r.terms:>7} {r.newswatch_texts_per_s:>12,.0f} "
             f"{r.newswatch_us_per_text:>8.1f} {r.matches_per_text:>8} {per_match:>9} "
