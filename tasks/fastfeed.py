@@ -1,7 +1,7 @@
 """Parse well-formed RSS 2.0 and Atom 1.0 with lxml, giving exactly what feedparser gives.
 
 feedparser's SAX callbacks cost about 280 µs per entry; lxml builds the same document's
-tree in about 10. `parse_fast` reads the tree into the handful of keys `tasks.parse` uses
+tree in under 10. `parse_fast` reads the tree into the handful of keys `tasks.parse` uses
 from feedparser's result (feed title, link and language; each entry's id, link, title,
 content, summary, dates and author), following feedparser's own rules for each of them,
 and hands that to `tasks.parse.from_result`, the builder the feedparser path uses too.
