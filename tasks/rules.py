@@ -693,15 +693,18 @@ def _add_snippets(
     lowered = _lowered_words(text, folded, blanked)
     spaced = None if lowered is None else f" {lowered} "
     words: _Words | None = None
+    # Terms come in text order, so none occurs before the previous one found.
+    since = 0
     for offset, term_id in sorted(located):
         key = keys[term_id]
         span: tuple[int, int] | None = None
         if spaced is not None:
-            at = spaced.find(f" {key} ")
+            at = spaced.find(f" {key} ", since)
             if at >= 0 and (
                 " " not in key
                 or at - spaced.count(" ", 0, at) == offset - folded.count(" ", 0, offset)
             ):
+                since = at
                 span = at, at + len(key)
                 found = text[at : at + len(key)]
                 if found.isascii() and "." not in found:
