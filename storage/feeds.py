@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, or_, select, update
+from sqlalchemy import Engine, bindparam, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
 
@@ -110,6 +111,15 @@ def remove_feed(engine: Engine, id_or_url: str) -> dict[str, Any]:
         return record
 
 
+# Ids per `IN (...)` list: far below SQLite's and PostgreSQL's bound-parameter limits.
+_IN_CHUNK = 500
+
+
+def _chunks(ids: list[int]) -> Iterator[list[int]]:
+    for i in range(0, len(ids), _IN_CHUNK):
+        yield ids[i : i + _IN_CHUNK]
+
+
 def claim_feeds(
     engine: Engine,
     *,
@@ -122,15 +132,21 @@ def claim_feeds(
 
     Each claimed feed gets a lease; a second scheduler sees it as taken until the fetch
     completes or the lease expires (the fetch was lost). Returns (claimed, parked ids).
+    One SELECT and a few set-based UPDATEs (Core, no ORM objects): loading 1,000 Feed
+    objects and flushing one UPDATE each cost ~0.1 s of a 1,000-feed poll.
     """
     now = now or utcnow()
     lease_until = now + timedelta(seconds=lease_seconds)
     claimed: list[FeedTarget] = []
-    parked: list[int] = []
+    parked: list[tuple[int, int]] = []  # (id, unfinished claims)
     with session_scope(engine) as session:
-        query = select(Feed).where(
-            or_(col(Feed.lease_until).is_(None), col(Feed.lease_until) < now)
-        )
+        query = select(
+            col(Feed.id),
+            col(Feed.url),
+            col(Feed.etag),
+            col(Feed.last_modified),
+            col(Feed.unfinished_claims),
+        ).where(or_(col(Feed.lease_until).is_(None), col(Feed.lease_until) < now))
         if only is not None:
             query = query.where(col(Feed.id).in_(only))
         else:
@@ -138,22 +154,35 @@ def claim_feeds(
         query = query.order_by(col(Feed.next_poll_at)).limit(limit)
         if session.bind is not None and session.bind.dialect.name == "postgresql":
             query = query.with_for_update(skip_locked=True)
-        for feed in session.scalars(query):
-            assert feed.id is not None
-            if feed.unfinished_claims >= MAX_UNFINISHED_CLAIMS:
-                feed.active = False
-                feed.lease_until = None
-                feed.last_error = (
-                    f"parked: fetching this feed failed to finish {feed.unfinished_claims} times "
-                    "in a row (the worker died or the task was lost); re-enable with "
-                    "`newswatch feeds enable`"
+        for feed_id, url, etag, last_modified, unfinished in session.execute(query):
+            assert feed_id is not None  # a primary key
+            if unfinished >= MAX_UNFINISHED_CLAIMS:
+                parked.append((feed_id, unfinished))
+            else:
+                claimed.append(FeedTarget(feed_id, url, etag, last_modified))
+        for ids in _chunks([t.id for t in claimed]):
+            session.execute(
+                update(Feed)
+                .where(col(Feed.id).in_(ids))
+                .values(lease_until=lease_until, unfinished_claims=col(Feed.unfinished_claims) + 1)
+                .execution_options(synchronize_session=False)
+            )
+        for feed_id, unfinished in parked:
+            session.execute(
+                update(Feed)
+                .where(col(Feed.id) == feed_id)
+                .values(
+                    active=False,
+                    lease_until=None,
+                    last_error=(
+                        f"parked: fetching this feed failed to finish {unfinished} times "
+                        "in a row (the worker died or the task was lost); re-enable with "
+                        "`newswatch feeds enable`"
+                    ),
                 )
-                parked.append(feed.id)
-                continue
-            feed.lease_until = lease_until
-            feed.unfinished_claims += 1
-            claimed.append(FeedTarget(feed.id, feed.url, feed.etag, feed.last_modified))
-    return claimed, parked
+                .execution_options(synchronize_session=False)
+            )
+    return claimed, [feed_id for feed_id, _ in parked]
 
 
 def enable_feed(engine: Engine, id_or_url: str) -> dict[str, Any]:
@@ -206,56 +235,107 @@ def record_fetches(
     max_backoff: int,
     now: datetime,
 ) -> None:
-    """`record_fetch` for many feeds: one SELECT for all, one flush at commit.
+    """Update feeds after their fetches, in the caller's transaction, and release leases.
 
-    Loading each feed on its own cost ~2 ms per feed on SQLite (a SELECT and an
-    autoflushed UPDATE each): most of an unchanged poll of 1,000 feeds.
+    Core statements on the session's connection: one SELECT of the columns the new
+    values depend on, then one `UPDATE ... WHERE id IN (...)` per set of identical new
+    values (every 304 of feeds with the same interval shares one), and one executemany
+    for the feeds whose values are their own (errors: the backoff has jitter). Loading
+    Feed objects and flushing them cost ~0.7 ms per feed on SQLite, most of an
+    unchanged 1,000-feed poll. Outcomes for the same feed apply in order, as if
+    recorded one after the other.
     """
-    ids = [feed_id for feed_id, _ in outcomes]
-    with session.no_autoflush:
-        loaded = list(session.scalars(select(Feed).where(col(Feed.id).in_(ids))))
-        for feed_id, outcome in outcomes:
-            record_fetch(session, feed_id, outcome, max_backoff=max_backoff, now=now)
-    del loaded  # kept alive above so `session.get` finds each row in the identity map
+    if not outcomes:
+        return
+    conn = session.connection()
+    table = Feed.__table__  # type: ignore[attr-defined]
+    state: dict[int, dict[str, Any]] = {}
+    for ids in _chunks(sorted({feed_id for feed_id, _ in outcomes})):
+        query = select(
+            table.c.id,
+            table.c.url,
+            table.c.title,
+            table.c.interval_seconds,
+            table.c.error_count,
+            table.c.entry_count,
+        ).where(table.c.id.in_(ids))
+        for feed_id, url, title, interval, errors, entries in conn.execute(query):
+            state[feed_id] = {
+                "url": url,
+                "title": title,
+                "interval_seconds": interval,
+                "error_count": errors,
+                "entry_count": entries,
+            }
+    changes: dict[int, dict[str, Any]] = {}
+    for feed_id, outcome in outcomes:
+        feed = state.get(feed_id)
+        if feed is None:  # removed meanwhile
+            continue
+        values = _fetch_values(conn, feed, outcome, max_backoff=max_backoff, now=now)
+        feed.update(values)
+        changes.setdefault(feed_id, {}).update(values)
+    alike: dict[tuple[tuple[str, Any], ...], list[int]] = {}
+    for feed_id, values in changes.items():
+        alike.setdefault(tuple(sorted(values.items())), []).append(feed_id)
+    own: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for items, ids in alike.items():
+        if len(ids) == 1:
+            own.setdefault(tuple(k for k, _ in items), []).append(
+                {**dict(items), "feed_id": ids[0]}
+            )
+            continue
+        for chunk in _chunks(ids):
+            conn.execute(update(table).where(table.c.id.in_(chunk)).values(dict(items)))
+    for rows in own.values():
+        # SET takes the columns named in the rows; the id is matched through its own name.
+        conn.execute(update(table).where(table.c.id == bindparam("feed_id")), rows)
+
+
+def _fetch_values(
+    conn: Any, feed: dict[str, Any], outcome: FetchOutcome, *, max_backoff: int, now: datetime
+) -> dict[str, Any]:
+    """The columns a fetch outcome changes on a feed (given its current `feed` values)."""
+    values: dict[str, Any] = {
+        "last_polled_at": now,
+        "last_status": outcome.status,
+        "lease_until": None,
+        "unfinished_claims": 0,
+    }
+    if outcome.title and not feed["title"]:
+        values["title"] = outcome.title
+    if outcome.new_url and outcome.new_url != feed["url"]:
+        taken = conn.execute(select(col(Feed.id)).where(col(Feed.url) == outcome.new_url)).first()
+        if taken is None:
+            values["url"] = outcome.new_url
+    if outcome.error is None:
+        values["error_count"] = 0
+        values["last_error"] = None
+        if not outcome.not_modified:
+            values["etag"] = outcome.etag
+            values["last_modified"] = outcome.last_modified
+        if outcome.entries:
+            values["entry_count"] = feed["entry_count"] + outcome.entries
+        values["next_poll_at"] = now + timedelta(seconds=feed["interval_seconds"])
+        return values
+    errors = feed["error_count"] + 1
+    values["error_count"] = errors
+    values["last_error"] = outcome.error
+    if outcome.gone:
+        values["active"] = False
+    if outcome.retry_after is not None:
+        delay = min(float(max_backoff), max(outcome.retry_after, 1.0))
+    else:
+        delay = backoff_seconds(errors, feed["interval_seconds"], max_backoff)
+    values["next_poll_at"] = now + timedelta(seconds=delay)
+    return values
 
 
 def record_fetch(
     session: Any, feed_id: int, outcome: FetchOutcome, *, max_backoff: int, now: datetime
 ) -> None:
     """Update a feed after a fetch, in the caller's transaction, and release its lease."""
-    feed = session.get(Feed, feed_id)
-    if feed is None:
-        return
-    feed.last_polled_at = now
-    feed.last_status = outcome.status
-    feed.lease_until = None
-    feed.unfinished_claims = 0
-    if outcome.title and not feed.title:
-        feed.title = outcome.title
-    if outcome.new_url and outcome.new_url != feed.url:
-        taken = session.scalars(
-            select(col(Feed.id)).where(col(Feed.url) == outcome.new_url)
-        ).first()
-        if taken is None:
-            feed.url = outcome.new_url
-    if outcome.error is None:
-        feed.error_count = 0
-        feed.last_error = None
-        if not outcome.not_modified:
-            feed.etag = outcome.etag
-            feed.last_modified = outcome.last_modified
-        feed.entry_count += outcome.entries
-        feed.next_poll_at = now + timedelta(seconds=feed.interval_seconds)
-        return
-    feed.error_count += 1
-    feed.last_error = outcome.error
-    if outcome.gone:
-        feed.active = False
-    if outcome.retry_after is not None:
-        delay = min(float(max_backoff), max(outcome.retry_after, 1.0))
-    else:
-        delay = backoff_seconds(feed.error_count, feed.interval_seconds, max_backoff)
-    feed.next_poll_at = now + timedelta(seconds=delay)
+    record_fetches(session, [(feed_id, outcome)], max_backoff=max_backoff, now=now)
 
 
 def release_leases(engine: Engine, feed_ids: list[int]) -> None:

@@ -63,6 +63,7 @@ __all__ = [
     "FetchError",
     "FetchPolicy",
     "FetchResult",
+    "GuardedClient",
     "InvalidURL",
     "ResolveError",
     "fetch_page",
@@ -258,13 +259,36 @@ class GuardedTransport(httpx.HTTPTransport):
 
     def __init__(self, *, limits: httpx.Limits | None = None) -> None:
         limits = limits or httpx.Limits(max_connections=100, max_keepalive_connections=20)
-        super().__init__(trust_env=False, limits=limits)
+        # One SSL context for both pools: loading the CA bundle takes tens of ms.
+        ssl_context = httpx.create_ssl_context(trust_env=False)
+        super().__init__(verify=ssl_context, trust_env=False, limits=limits)
         self._pool = httpcore.ConnectionPool(
-            ssl_context=httpx.create_ssl_context(trust_env=False),
+            ssl_context=ssl_context,
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
             keepalive_expiry=limits.keepalive_expiry,
             network_backend=GuardedBackend(),
+        )
+
+
+class GuardedClient(httpx.Client):
+    """The client `make_client` builds: an httpx.Client over a `GuardedTransport`.
+
+    `fetch_url` hands its requests straight to `guarded_transport`, the one layer that
+    matters for a feed GET (pinned connect, pool, timeouts): the client's URL merging,
+    cookie jar, auth and hook machinery were about a third of the CPU time of a 304,
+    and feeds use none of them (no cookies are kept between polls). Other callers use
+    it as any httpx.Client.
+    """
+
+    def __init__(self, policy: FetchPolicy) -> None:
+        self.guarded_transport = GuardedTransport()
+        super().__init__(
+            transport=self.guarded_transport,
+            timeout=httpx.Timeout(policy.read_timeout, connect=policy.connect_timeout),
+            headers={"User-Agent": policy.user_agent},
+            follow_redirects=False,
+            trust_env=False,
         )
 
 
@@ -275,14 +299,22 @@ def make_client(policy: FetchPolicy | None = None) -> httpx.Client:
     shared across a fork. `fetch_url` sets timeouts and headers per request, so one
     client serves every policy.
     """
-    policy = policy or FetchPolicy()
-    return httpx.Client(
-        transport=GuardedTransport(),
-        timeout=httpx.Timeout(policy.read_timeout, connect=policy.connect_timeout),
-        headers={"User-Agent": policy.user_agent},
-        follow_redirects=False,
-        trust_env=False,
-    )
+    return GuardedClient(policy or FetchPolicy())
+
+
+def _send(
+    client: httpx.Client, url: str, headers: dict[str, str], timeout: dict[str, float]
+) -> httpx.Response:
+    """Send a GET without following redirects; the response is streamed, not read."""
+    if isinstance(client, GuardedClient):
+        if client.is_closed:
+            raise RuntimeError("Cannot send a request, as the client has been closed.")
+        request = httpx.Request("GET", url, headers=headers, extensions={"timeout": timeout})
+        response = client.guarded_transport.handle_request(request)
+        response.request = request
+        return response
+    request = client.build_request("GET", url, headers=headers, timeout=httpx.Timeout(**timeout))
+    return client.send(request, stream=True, follow_redirects=False)
 
 
 # --- content decoding under a cap ---------------------------------------------------------
@@ -465,6 +497,20 @@ def _check_peer(response: httpx.Response, allow_private: bool, url: str) -> None
         )
 
 
+def _finish_empty(response: httpx.Response) -> None:
+    """Read a bodiless response (304) to its end, so its connection can be reused.
+
+    httpcore returns a connection to the pool only when the response was read to
+    the end; closing a 304 unread dropped the connection, and the next request paid for
+    a new TCP connection (and the server for a new thread): 1,000 conditional GETs
+    from 10 threads took ~2.2 s here instead of ~0.8. A 304 has no body by definition
+    (h11 knows), so nothing is downloaded. Other unread responses (redirects, errors)
+    are still dropped unread: a hostile server can drip or inflate their bodies.
+    """
+    with contextlib.suppress(httpx.HTTPError):
+        response.read()
+
+
 def _error(
     kind: str, message: str, url: str, *, status: int | None = None, **extra: Any
 ) -> FetchResult:
@@ -575,14 +621,13 @@ def _fetch(
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise httpx.ReadTimeout("total time limit reached")
-            timeout = httpx.Timeout(
-                connect=min(policy.connect_timeout, remaining),
-                read=min(policy.read_timeout, remaining),
-                write=min(policy.read_timeout, remaining),
-                pool=min(policy.connect_timeout, remaining),
-            )
-            request = client.build_request("GET", current, headers=headers, timeout=timeout)
-            response = client.send(request, stream=True, follow_redirects=False)
+            timeout = {
+                "connect": min(policy.connect_timeout, remaining),
+                "read": min(policy.read_timeout, remaining),
+                "write": min(policy.read_timeout, remaining),
+                "pool": min(policy.connect_timeout, remaining),
+            }
+            response = _send(client, current, headers, timeout)
             with contextlib.closing(response):
                 _check_peer(response, policy.allow_private, current)
                 status = response.status_code
@@ -608,6 +653,7 @@ def _fetch(
                     hops += 1
                     continue
                 if status == 304:
+                    _finish_empty(response)
                     return FetchResult(
                         status=304,
                         final_url=current,

@@ -10,16 +10,12 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import sys
+import threading
+import time
 from collections.abc import Iterator, Sequence
-from concurrent.futures import (
-    FIRST_COMPLETED,
-    Future,
-    ProcessPoolExecutor,
-    ThreadPoolExecutor,
-    wait,
-)
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from queue import Empty, SimpleQueue
 
 import httpx
 from sqlalchemy import Engine
@@ -219,12 +215,13 @@ def _groups(ready: list[Prepared], max_entries: int) -> Iterator[list[Prepared]]
 
 
 def _preparation_pool(matchers: Matchers, processes: int) -> ProcessPoolExecutor | None:
-    """Worker processes for parsing and preparing entries, forked before any thread starts.
+    """Worker processes for parsing and preparing entries.
 
     Parsing, normalizing, fingerprinting and matching are pure Python CPU work: threads
     would share one core. Forking (rather than spawning) keeps start-up to milliseconds;
-    the children never touch the parent's database connections (disposed on start) and
-    fork before the download threads exist.
+    the children never touch the parent's database connections (disposed on start).
+    Call it only while no other thread of this process can hold a lock (see
+    `_Downloads.pause`): a fork copies locks as they are.
     """
     global _forked_matchers
     if processes <= 1 or sys.platform == "win32":
@@ -235,8 +232,127 @@ def _preparation_pool(matchers: Matchers, processes: int) -> ProcessPoolExecutor
         mp_context=multiprocessing.get_context("fork"),
         initializer=dispose_engines,
     )
-    pool.submit(int).result()  # with "fork", every child is started on the first submit
+    # With "fork", the first submit forks every child before it starts the pool's
+    # own thread, so nothing runs in this process meanwhile.
+    pool.submit(int)
     return pool
+
+
+# Outcomes without entries (304s, errors) wait to be recorded together, in the next
+# group's transaction or on their own: at most this long, or this many of them. A
+# commit per handful of 304s was most of an unchanged poll; the wait stays far below
+# the lease (`fetch_lease_seconds`), and a crash meanwhile only means a fetch again.
+QUIET_SECONDS = 5.0
+QUIET_BATCH = 1000
+
+# How long the downloads may pause for the preparation pool to be forked (see
+# `poll_targets`). Fetches still in flight after this are slow ones: the poll is then
+# bound by the network, and this thread prepares changed feeds itself, unhurried.
+PAUSE_SECONDS = 1.0
+
+
+# What reaches the storing thread: a fetch, a preparation, or a download thread's death.
+_Arrival = FetchResult | Download | Future[Prepared] | BaseException
+
+
+class _Arrivals:
+    """Results handed from the download threads and the preparation pool to this thread.
+
+    One queue instead of a future per feed and `wait(FIRST_COMPLETED)` over all of
+    them: that call registers a waiter on every pending future, O(n^2) for a poll.
+    """
+
+    def __init__(self) -> None:
+        self._queue: SimpleQueue[tuple[FeedTarget, _Arrival]] = SimpleQueue()
+
+    def put(self, target: FeedTarget, arrival: _Arrival) -> None:
+        """Hand over a fetch result (or the exception that ended a download thread)."""
+        self._queue.put((target, arrival))
+
+    def watch(self, target: FeedTarget, future: Future[Prepared]) -> None:
+        """Hand over a preparation once it is done."""
+        future.add_done_callback(lambda done: self._queue.put((target, done)))
+
+    def take(self, timeout: float | None) -> list[tuple[FeedTarget, _Arrival]]:
+        """Everything arrived so far, waiting up to `timeout` for the first ([] if none)."""
+        try:
+            arrived = [self._queue.get(timeout=None if timeout is None else max(0.0, timeout))]
+        except Empty:
+            return []
+        while True:
+            try:
+                arrived.append(self._queue.get_nowait())
+            except Empty:
+                return arrived
+
+
+class _Downloads:
+    """The feeds left to fetch, shared by a few download threads, which can be paused.
+
+    A few long-lived loops instead of a future per feed (submitting 1,000 futures and
+    running their callbacks cost ~5% of an unchanged poll). The pause lets the storing
+    thread fork the preparation pool once the first changed feed arrives: every
+    download thread then waits between two fetches, holding no lock, so the fork
+    copies none held (forking while a thread is inside httpx or OpenSSL could leave a
+    child stuck on a lock nobody will release).
+    """
+
+    def __init__(self, targets: list[FeedTarget], out: _Arrivals) -> None:
+        self._todo = list(reversed(targets))
+        self._out = out
+        self._cond = threading.Condition()
+        self._busy = 0
+        self._pausing = False
+
+    def run(self, policy: FetchPolicy, client: httpx.Client) -> None:
+        """A download thread: fetch feeds until none is left (or `cancel`)."""
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: not self._pausing)
+                if not self._todo:
+                    return
+                target = self._todo.pop()
+                self._busy += 1
+            arrival: _Arrival
+            try:
+                arrival = fetch(target, policy, client)
+            except BaseException as exc:  # `fetch` turns errors into results; this is worse
+                arrival = exc
+            with self._cond:
+                self._busy -= 1
+            # Handed over after `_busy` dropped: when the storing thread wakes for the
+            # last fetch in flight, `idle()` is already true.
+            self._out.put(target, arrival)
+            if isinstance(arrival, BaseException):
+                raise arrival
+
+    def pause(self) -> None:
+        """Ask the download threads to stop before their next fetch."""
+        with self._cond:
+            self._pausing = True
+
+    def idle(self) -> bool:
+        """True when paused and no fetch is in flight."""
+        with self._cond:
+            return self._pausing and self._busy == 0
+
+    def left(self) -> int:
+        """How many feeds no thread has started on yet."""
+        with self._cond:
+            return len(self._todo)
+
+    def resume(self) -> None:
+        """Let the download threads go on."""
+        with self._cond:
+            self._pausing = False
+            self._cond.notify_all()
+
+    def cancel(self) -> None:
+        """Drop the feeds not yet started; the threads end after their current fetch."""
+        with self._cond:
+            self._todo.clear()
+            self._pausing = False
+            self._cond.notify_all()
 
 
 def poll_targets(
@@ -257,48 +373,101 @@ def poll_targets(
     Threads do the network I/O; a pool of processes parses and prepares; this thread
     stores. Everything ready by the time the previous group is stored joins the next
     group (at most GROUP_ENTRIES entries), so a slow feed never holds the others back.
+    Fetches without entries (304s, errors) are recorded with the next group, or on
+    their own after QUIET_SECONDS or QUIET_BATCH of them.
+
+    The pool is forked at the start when some feed has no validator (its answer will
+    be a document), otherwise only when the first changed feed arrives: the download
+    threads pause (PAUSE_SECONDS at most) so that none runs during the fork, and this
+    thread prepares what arrives meanwhile. Forking the pool cost ~50-100 ms, a tenth
+    of a poll where every feed answers 304.
     """
     reports: list[PollReport] = []
-    cpu = _preparation_pool(matchers, processes) if len(targets) > 1 else None
+    use_pool = len(targets) > 1 and processes > 1 and sys.platform != "win32"
+    cpu = _preparation_pool(matchers, processes) if use_pool and _expects_content(targets) else None
+    # When the first changed feed arrives without a pool: pause the downloads until
+    # this moment at most, then fork (once) if they are idle, or go on without.
+    pause_until: float | None = None
+    pool_tried = cpu is not None or not use_pool
+    arrivals = _Arrivals()
+    downloads = _Downloads(targets, arrivals)
+    quiet: list[Prepared] = []
+    quiet_since = 0.0
+
+    def store(group: list[Prepared]) -> None:
+        nonlocal quiet
+        group, quiet = group + quiet, []
+        reports.extend(
+            store_downloads(
+                engine,
+                matchers,
+                [item for item, _ in group],
+                threshold=threshold,
+                max_backoff=max_backoff,
+                prepared=[batch for _, batch in group],
+            )
+        )
+
     try:
         with ThreadPoolExecutor(max_workers=max(1, concurrency)) as io:
-            fetching: dict[Future[FetchResult | Download], FeedTarget] = {
-                io.submit(fetch, t, policy, client): t for t in targets
-            }
-            preparing: dict[Future[Prepared], FeedTarget] = {}
-            while fetching or preparing:
-                waiting: list[Future[Any]] = [*fetching, *preparing]
-                done, _ = wait(waiting, return_when=FIRST_COMPLETED)
-                ready: list[Prepared] = []
-                for future in done:
-                    if future in fetching:
-                        target = fetching.pop(future)
-                        fetched = future.result()
-                        if isinstance(fetched, Download):
-                            ready.append((fetched, []))
-                        elif cpu is not None and fetched.content:
-                            preparing[cpu.submit(_parse_and_prepare, target, fetched)] = target
+            try:
+                for _ in range(min(max(1, concurrency), len(targets))):
+                    io.submit(downloads.run, policy, client)
+                outstanding = len(targets)
+                while outstanding:
+                    deadlines = [quiet_since + QUIET_SECONDS] if quiet else []
+                    deadlines += [pause_until] if pause_until is not None else []
+                    wait = min(deadlines) - time.monotonic() if deadlines else None
+                    ready: list[Prepared] = []
+                    for target, arrival in arrivals.take(wait):
+                        if isinstance(arrival, BaseException):
+                            raise arrival
+                        if isinstance(arrival, Future):
+                            ready.append(_prepared_result(arrival, target))
+                        elif isinstance(arrival, Download):
+                            ready.append((arrival, []))
+                        elif cpu is not None and arrival.content:
+                            arrivals.watch(target, cpu.submit(_parse_and_prepare, target, arrival))
                         else:
-                            item = interpret(target, fetched)
-                            ready.append((item, prepare(item.entries, matchers)))
-                    else:
-                        target = preparing.pop(future)
-                        ready.append(_prepared_result(future, target))
-                for group in _groups(ready, GROUP_ENTRIES):
-                    reports.extend(
-                        store_downloads(
-                            engine,
-                            matchers,
-                            [item for item, _ in group],
-                            threshold=threshold,
-                            max_backoff=max_backoff,
-                            prepared=[batch for _, batch in group],
-                        )
-                    )
+                            if not pool_tried and pause_until is None and arrival.content:
+                                downloads.pause()
+                                pause_until = time.monotonic() + PAUSE_SECONDS
+                            item = interpret(target, arrival)
+                            batch = prepare(item.entries, matchers) if item.entries else []
+                            ready.append((item, batch))
+                    if pause_until is not None and (
+                        downloads.idle() or time.monotonic() >= pause_until
+                    ):
+                        if downloads.idle() and downloads.left():
+                            cpu = _preparation_pool(matchers, processes)
+                        downloads.resume()
+                        pause_until, pool_tried = None, True
+                    outstanding -= len(ready)
+                    for pair in ready:
+                        if not pair[0].entries:
+                            if not quiet:
+                                quiet_since = time.monotonic()
+                            quiet.append(pair)
+                    for group in _groups([p for p in ready if p[0].entries], GROUP_ENTRIES):
+                        store(group)
+                    if quiet and (
+                        len(quiet) >= QUIET_BATCH or time.monotonic() - quiet_since >= QUIET_SECONDS
+                    ):
+                        store([])
+                if quiet:
+                    store([])
+            except BaseException:
+                downloads.cancel()
+                raise
     finally:
         if cpu is not None:
             cpu.shutdown(cancel_futures=True)
     return reports
+
+
+def _expects_content(targets: list[FeedTarget]) -> bool:
+    """True when some feed has no validator (ETag, Last-Modified): it cannot get a 304."""
+    return any(t.etag is None and t.last_modified is None for t in targets)
 
 
 def _prepared_result(future: Future[Prepared], target: FeedTarget) -> Prepared:

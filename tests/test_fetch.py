@@ -498,3 +498,63 @@ def test_client_is_shared_across_threads(server: Server, client: httpx.Client) -
 def test_without_client_a_temporary_one_is_used(server: Server) -> None:
     server.routes["/feed.xml"] = _conditional
     assert fetch_url(server.url("/feed.xml"), policy=SMALL).content == FEED
+
+
+@pytest.fixture
+def keepalive_server() -> Iterator[tuple[Server, list[tuple[str, int]]]]:
+    """An HTTP/1.1 (keep-alive) server answering `_conditional`; also yields the
+    connections it accepted."""
+    connections: list[tuple[str, int]] = []
+    box: dict[str, Server] = {}
+
+    class H(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def setup(self) -> None:
+            super().setup()
+            connections.append(self.client_address)
+
+        def do_GET(self) -> None:
+            box["s"].seen.append((self.path, {k.lower(): v for k, v in self.headers.items()}))
+            _conditional(self)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
+    httpd.daemon_threads = True
+    box["s"] = Server(port=httpd.server_address[1], routes={})
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield box["s"], connections
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_304_leaves_its_connection_open_for_the_next_fetch(
+    keepalive_server: tuple[Server, list[tuple[str, int]]], client: httpx.Client
+) -> None:
+    # Closing an unread 304 used to drop the connection: a new one for every poll.
+    server, connections = keepalive_server
+    url = server.url("/feed.xml")
+    first = fetch_url(url, policy=SMALL, client=client)
+    later = [fetch_url(url, etag=first.etag, policy=SMALL, client=client) for _ in range(3)]
+    assert first.status == 200 and [r.status for r in later] == [304, 304, 304]
+    assert all(r.not_modified and r.etag == '"v1"' for r in later)
+    assert len(server.seen) == 4 and len(connections) == 1
+
+
+def test_kept_connection_is_checked_again_under_a_stricter_policy(
+    keepalive_server: tuple[Server, list[tuple[str, int]]], client: httpx.Client, fake_dns: None
+) -> None:
+    # A connection opened while private addresses were allowed stays in the pool; a
+    # fetch that may not reach them must still be refused on it.
+    server, connections = keepalive_server
+    url = server.url("/feed.xml", "feeds.test")
+    allowed = fetch_url(url, policy=SMALL, client=client)
+    assert allowed.status == 200
+    refused = fetch_url(url, etag=allowed.etag, policy=FetchPolicy(), client=client)
+    assert refused.error_kind == "blocked_address" and not refused.not_modified
+    assert len(connections) == 1

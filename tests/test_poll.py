@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+from datetime import datetime
 from typing import Any
+
+import pytest
 
 from tests.servers import FeedServer, rss
 
@@ -169,3 +173,117 @@ def test_preparation_processes_store_the_same_as_one_process(
     assert sum(r["stored"] for r in reports) == 7  # six harvest stories, one talks story
     assert sum(r["duplicates"] for r in reports) == 5  # the talks story from five more feeds
     assert len(cli("alerts", "list", "--format", "json").json()) == 1
+
+
+def _harvest_feeds(feeds: FeedServer, count: int, version: int) -> None:
+    """`count` one-entry feeds; each (feed, version) is a story of its own words."""
+    for n in range(count):
+        words = [
+            hashlib.sha1(f"{n}-{version}-{k}".encode()).hexdigest()[:8].translate(_LETTERS)
+            for k in range(16)
+        ]
+        feeds.put(
+            f"/h{n}.xml",
+            feed_with(
+                (f"h{n}-v{version}", f"Harvest {n}, edition {version}", " ".join(words) + ".")
+            ),
+        )
+
+
+_LETTERS = str.maketrans("0123456789", "ghijklmnop")
+
+
+@pytest.fixture
+def forks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The preparation pools polls fork (their sizes): observed, the real pool still runs."""
+    import tasks.polling
+
+    seen: list[int] = []
+    real_pool = tasks.polling._preparation_pool
+
+    def counted(matchers: Any, processes: int) -> Any:
+        seen.append(processes)
+        return real_pool(matchers, processes)
+
+    monkeypatch.setattr(tasks.polling, "_preparation_pool", counted)
+    return seen
+
+
+def test_unchanged_feeds_are_recorded_without_a_preparation_pool(
+    cli: Any, feeds: FeedServer, monkeypatch: Any, forks: list[int]
+) -> None:
+    from worker.settings import get_settings
+
+    monkeypatch.setenv("NEWSWATCH_POLL_PROCESSES", "2")
+    get_settings.cache_clear()
+    _harvest_feeds(feeds, 8, version=1)
+    cli("init")
+    for n in range(8):
+        cli("feeds", "add", feeds.url(f"/h{n}.xml"), "--interval", "15m")
+    cli("feeds", "add", feeds.url("/missing.xml"))
+    first = cli("poll", "--format", "json").json()
+    assert sorted(r["status"] for r in first) == [200] * 8 + [404]
+    assert forks == [2]  # new feeds have no validator: the pool is forked up front
+
+    forks.clear()
+    second = cli("poll", "--feed", "1", "--feed", "2", "--feed", "3", "--format", "json").json()
+    assert [r["status"] for r in second] == [304, 304, 304]
+    assert forks == []  # every feed had an ETag and none changed: no pool
+    listed = {f["id"]: f for f in cli("feeds", "list", "--format", "json").json()}
+    for feed_id in (1, 2, 3):
+        feed = listed[feed_id]
+        assert feed["last_status"] == 304 and feed["error_count"] == 0
+        assert feed["last_error"] is None and feed["entry_count"] == 1
+        waited = datetime.fromisoformat(feed["next_poll_at"]) - datetime.fromisoformat(
+            feed["last_polled_at"]
+        )
+        assert waited.total_seconds() == 15 * 60
+    assert listed[9]["error_count"] == 1 and listed[9]["last_status"] == 404
+
+
+def test_changed_feeds_with_validators_fork_the_pool_when_they_arrive(
+    cli: Any, feeds: FeedServer, monkeypatch: Any, forks: list[int]
+) -> None:
+    from worker.settings import get_settings
+
+    # One download thread: many feeds are still to fetch when the first changed one arrives.
+    monkeypatch.setenv("NEWSWATCH_FETCH_CONCURRENCY", "1")
+    monkeypatch.setenv("NEWSWATCH_POLL_PROCESSES", "1")
+    get_settings.cache_clear()
+    _harvest_feeds(feeds, 20, version=1)
+    cli("init")
+    for n in range(20):
+        cli("feeds", "add", feeds.url(f"/h{n}.xml"))
+    assert cli("poll").code == 0
+    assert forks == []  # one process: no pool
+
+    # Every feed now has an ETag, and every document changed.
+    _harvest_feeds(feeds, 20, version=2)
+    monkeypatch.setenv("NEWSWATCH_POLL_PROCESSES", "2")
+    get_settings.cache_clear()
+    reports = _poll_all_due(cli)
+    assert forks == [2]  # forked once, when the first changed feed arrived
+    assert len(reports) == 20 and all(r["status"] == 200 for r in reports)
+    assert sum(r["stored"] for r in reports) == 20
+    assert all(
+        f["entry_count"] == 2 and f["error_count"] == 0
+        for f in cli("feeds", "list", "--format", "json").json()
+    )
+    stored = {a["title"] for a in cli("articles", "list", "--format", "json").json()}
+    assert {f"Harvest {n}, edition 2" for n in range(20)} <= stored
+
+
+def _poll_all_due(cli: Any) -> list[dict[str, Any]]:
+    """Make every feed due now, then poll."""
+    from sqlalchemy import text
+
+    from storage.engine import get_engine
+    from worker.settings import get_settings
+
+    engine = get_engine(get_settings().resolved_database_url())
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE feed SET next_poll_at = '2000-01-01 00:00:00'"))
+    result = cli("poll", "--format", "json")
+    assert result.code == 0, result.err
+    reports: list[dict[str, Any]] = result.json()
+    return reports
