@@ -20,7 +20,11 @@ newswatch does more than reader per entry: normalize, exact and near-duplicate l
 topic tagging, rule matching, alerts; reader fetches, parses and stores. The ratio is
 newswatch time / reader time in this run (goal <= 1.0).
 
+newswatch's store is SQLite by default; ``--database postgresql`` runs it on a throwaway
+PostgreSQL cluster (``tests/servers.py``), ``both`` on each in turn. reader stays on SQLite.
+
     python benchmarks/ingest.py [--corpora PATH] [--json PATH] [--quick] [--only A|B]
+                                [--database sqlite|postgresql|both]
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +45,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks._common import (
     DEFAULT_CORPORA,
     FeedServer,
+    backends,
+    database_server,
+    database_url,
     load_bbc,
     machine,
     make_entries,
@@ -54,7 +62,7 @@ RULE_NAME = "bench"
 RULE_QUERY = '"prime minister" OR election OR (profits AND NOT football)'
 
 
-def _newswatch_store(data_dir: Path, urls: list[str]) -> tuple[Any, Any]:
+def _newswatch_store(data_dir: Path, urls: list[str], db_url: str) -> tuple[Any, Any]:
     """A fresh newswatch store with the feeds and one rule; returns (settings, engine)."""
     from storage.engine import get_engine
     from storage.feeds import add_feeds
@@ -64,7 +72,7 @@ def _newswatch_store(data_dir: Path, urls: list[str]) -> tuple[Any, Any]:
     from worker.settings import Settings
 
     reset_runtime()
-    settings = Settings(data_dir=data_dir, allow_private_addresses=True)
+    settings = Settings(data_dir=data_dir, database_url=db_url, allow_private_addresses=True)
     engine = get_engine(settings.resolved_database_url())
     initialize(settings, engine)
     add_feeds(engine, [(u, None) for u in urls], interval_seconds=900)
@@ -95,11 +103,13 @@ def _make_due(engine: Any) -> None:
         conn.execute(text("UPDATE feed SET next_poll_at = '2000-01-01 00:00:00'"))
 
 
-def newswatch_inprocess(data_dir: Path, urls: list[str], unchanged: bool) -> dict[str, Any]:
+def newswatch_inprocess(
+    data_dir: Path, urls: list[str], unchanged: bool, db_url: str
+) -> dict[str, Any]:
     """Time poll_now from a fresh store (and, if asked, a second, unchanged pass)."""
     from worker.bootstrap import poll_now
 
-    settings, engine = _newswatch_store(data_dir, urls)
+    settings, engine = _newswatch_store(data_dir, urls, db_url)
     t0 = time.perf_counter()
     reports, _ = poll_now(settings, engine, [])
     first = time.perf_counter() - t0
@@ -115,9 +125,9 @@ def newswatch_inprocess(data_dir: Path, urls: list[str], unchanged: bool) -> dic
     return out
 
 
-def newswatch_cli(data_dir: Path, urls: list[str]) -> dict[str, Any]:
+def newswatch_cli(data_dir: Path, urls: list[str], db_url: str) -> dict[str, Any]:
     """Time `newswatch poll` in a subprocess (setup through the CLI, untimed)."""
-    env = newswatch_env(data_dir)
+    env = newswatch_env(data_dir, NEWSWATCH_DATABASE_URL=db_url)
     exe = newswatch_bin()
     opml = data_dir.parent / f"{data_dir.name}.opml"
     body = "".join(f'<outline type="rss" text="f{i}" xmlUrl="{u}"/>' for i, u in enumerate(urls))
@@ -166,35 +176,59 @@ def scenario(
     *,
     unchanged: bool,
     cli: bool,
+    databases: list[str],
+    pg_url: str | None,
 ) -> dict[str, Any]:
-    """Serve `feeds` x `per_feed` entries and time newswatch and reader on them."""
+    """Serve `feeds` x `per_feed` entries and time newswatch (on each database) and reader.
+
+    `newswatch` holds the first database's result (with its `database`), and
+    `newswatch_by_database` every database's.
+    """
     folder = tmp / f"feeds-{name}"
     names = write_feeds(folder, entries, feeds, per_feed, prefix=name.lower())
     print(f"Ingest {name}: {feeds} feeds x {per_feed} entries")
     with FeedServer(folder) as server:
         urls = [server.url(n) for n in names]
-        nw = _timed(
-            "newswatch poll (in-process)",
-            lambda: newswatch_inprocess(tmp / f"nw-{name}", urls, unchanged),
-        )
+        by_db: dict[str, dict[str, Any]] = {}
+        for db in databases:
+            data_dir = tmp / f"nw-{name}-{db}"
+            db_url = database_url(db, data_dir, pg_url, f"ingest_{name.lower()}")
+            by_db[db] = _timed(
+                f"newswatch poll (in-process, {db})",
+                partial(newswatch_inprocess, data_dir, urls, unchanged, db_url),
+            )
+            by_db[db]["database"] = db
+            if cli:
+                cli_dir = tmp / f"cli-{name}-{db}"
+                cli_url = database_url(db, cli_dir, pg_url, f"ingest_cli_{name.lower()}")
+                by_db[db]["cli"] = _timed(
+                    f"newswatch poll (CLI subprocess, {db})",
+                    partial(newswatch_cli, cli_dir, urls, cli_url),
+                )
         rd = _timed(
             "reader update_feeds(workers=4)",
             lambda: reader_run(tmp / f"{name}.sqlite", urls, unchanged),
         )
-        out: dict[str, Any] = {
-            "feeds": feeds,
-            "entries_per_feed": per_feed,
-            "newswatch": nw,
-            "reader": rd,
-            "ratio": nw["seconds"] / rd["seconds"],
-        }
-        if cli:
-            out["newswatch_cli"] = _timed(
-                "newswatch poll (CLI subprocess)", lambda: newswatch_cli(tmp / f"cli-{name}", urls)
-            )
-            out["ratio_cli"] = out["newswatch_cli"]["seconds"] / rd["seconds"]
+    for nw in by_db.values():
+        nw["ratio"] = nw["seconds"] / rd["seconds"]
+        if "cli" in nw:
+            nw["ratio_cli"] = nw["cli"]["seconds"] / rd["seconds"]
         if unchanged:
-            out["unchanged_ratio"] = nw["unchanged_seconds"] / rd["unchanged_seconds"]
+            nw["unchanged_ratio"] = nw["unchanged_seconds"] / rd["unchanged_seconds"]
+    first = by_db[databases[0]]
+    out: dict[str, Any] = {
+        "feeds": feeds,
+        "entries_per_feed": per_feed,
+        "newswatch": first,
+        "newswatch_by_database": by_db,
+        "reader": rd,
+        "ratio": first["ratio"],
+    }
+    if "cli" in first:
+        out["newswatch_cli"] = first["cli"]
+        out["ratio_cli"] = first["ratio_cli"]
+    if unchanged:
+        out["unchanged_ratio"] = first["unchanged_ratio"]
     return out
 
 
@@ -206,21 +240,54 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="smaller sizes (50x10 and 100x50)")
     ap.add_argument("--only", choices=["A", "B"], default=None)
     ap.add_argument("--no-cli", action="store_true", help="skip the CLI subprocess timing")
+    ap.add_argument(
+        "--database",
+        choices=["sqlite", "postgresql", "both"],
+        default="sqlite",
+        help="newswatch's store (reader always uses SQLite); both = SQLite, then PostgreSQL",
+    )
     args = ap.parse_args(argv)
+    databases = backends(args.database)
 
     articles = load_bbc(args.corpora)
     a_feeds, b_feeds = (50, 100) if args.quick else (200, 1000)
-    results: dict[str, Any] = {"benchmark": "ingest", "machine": machine(), "quick": args.quick}
-    with tempfile.TemporaryDirectory(prefix="nw-ingest-") as tmpname:
+    results: dict[str, Any] = {
+        "benchmark": "ingest",
+        "machine": machine(),
+        "quick": args.quick,
+        "databases": databases,
+    }
+    with (
+        tempfile.TemporaryDirectory(prefix="nw-ingest-") as tmpname,
+        database_server(databases) as pg_url,
+    ):
         tmp = Path(tmpname)
         os.environ.setdefault("NEWSWATCH_ALLOW_PRIVATE_ADDRESSES", "1")
         if args.only in (None, "A"):
             results["A"] = scenario(
-                "A", tmp, articles, a_feeds, 10, unchanged=False, cli=not args.no_cli
+                "A",
+                tmp,
+                articles,
+                a_feeds,
+                10,
+                unchanged=False,
+                cli=not args.no_cli,
+                databases=databases,
+                pg_url=pg_url,
             )
         if args.only in (None, "B"):
             entries = make_entries(articles, b_feeds * 50)
-            results["B"] = scenario("B", tmp, entries, b_feeds, 50, unchanged=True, cli=False)
+            results["B"] = scenario(
+                "B",
+                tmp,
+                entries,
+                b_feeds,
+                50,
+                unchanged=True,
+                cli=False,
+                databases=databases,
+                pg_url=pg_url,
+            )
 
     rows = []
     for key in ("A", "B"):
@@ -228,30 +295,40 @@ def main(argv: list[str] | None = None) -> int:
         if not r:
             continue
         n = r["feeds"] * r["entries_per_feed"]
-        nw, rd = r["newswatch"], r["reader"]
+        rd = r["reader"]
         label = f"{key}: {r['feeds']}x{r['entries_per_feed']} new"
-        rows.append((label, "newswatch poll", nw["seconds"], n / nw["seconds"], r["ratio"]))
-        if "newswatch_cli" in r:
-            s = r["newswatch_cli"]["seconds"]
-            rows.append((label, "newswatch poll (CLI)", s, n / s, r["ratio_cli"]))
-        rows.append((label, "reader", rd["seconds"], n / rd["seconds"], 1.0))
-        if "unchanged_seconds" in nw:
-            label = f"{key}: {r['feeds']} feeds unchanged (304)"
+        for db, nw in r["newswatch_by_database"].items():
             rows.append(
-                (label, "newswatch poll", nw["unchanged_seconds"], None, r["unchanged_ratio"])
+                (label, f"newswatch poll ({db})", nw["seconds"], n / nw["seconds"], nw["ratio"])
             )
-            rows.append((label, "reader", rd["unchanged_seconds"], None, 1.0))
+            if "cli" in nw:
+                s = nw["cli"]["seconds"]
+                rows.append((label, f"newswatch poll CLI ({db})", s, n / s, nw["ratio_cli"]))
+        rows.append((label, "reader (sqlite)", rd["seconds"], n / rd["seconds"], 1.0))
+        if "unchanged_seconds" in rd:
+            label = f"{key}: {r['feeds']} feeds unchanged (304)"
+            for db, nw in r["newswatch_by_database"].items():
+                rows.append(
+                    (
+                        label,
+                        f"newswatch poll ({db})",
+                        nw["unchanged_seconds"],
+                        None,
+                        nw["unchanged_ratio"],
+                    )
+                )
+            rows.append((label, "reader (sqlite)", rd["unchanged_seconds"], None, 1.0))
     print()
-    print(table(["scenario", "system", "seconds", "entries/s", "ratio vs reader"], rows))
+    print(table(["scenario", "system (store)", "seconds", "entries/s", "ratio vs reader"], rows))
     for key in ("A", "B"):
         if key in results:
-            nw = results[key]["newswatch"]
-            print(
-                f"{key}: newswatch stored {nw['articles']} articles "
-                f"({nw['duplicates']} duplicates), "
-                f"{nw['alerts']} alerts, {nw['feed_errors']} feed errors; "
-                f"reader stored {results[key]['reader']['entries']} entries"
-            )
+            for db, nw in results[key]["newswatch_by_database"].items():
+                print(
+                    f"{key}: newswatch ({db}) stored {nw['articles']} articles "
+                    f"({nw['duplicates']} duplicates), "
+                    f"{nw['alerts']} alerts, {nw['feed_errors']} feed errors"
+                )
+            print(f"{key}: reader stored {results[key]['reader']['entries']} entries")
     print("goals: A ratio <= 1.0; B new <= 10 s; B unchanged <= 1 s")
     write_json(args.json, results)
     return 0

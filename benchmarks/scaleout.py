@@ -2,8 +2,10 @@
 
 Starts ``/usr/bin/redis-server`` on a free loopback port and the feed server of
 ``benchmarks/_common.py`` (1,000 feeds x 50 entries, as in Ingest B of
-``benchmarks/ingest.py``; ``--quick``: 100 feeds). For each N in 1, 2, 4, on a fresh
-SQLite store with one rule:
+``benchmarks/ingest.py``; ``--quick``: 100 feeds). For each database backend
+(``--database``: SQLite, PostgreSQL on a throwaway cluster from ``tests/servers.py``, or
+both, the default when PostgreSQL is installed) and each N in 1, 2, 4, on a fresh store
+with one rule:
 
 1. ``newswatch worker --concurrency N`` as a subprocess (NEWSWATCH_BROKER_URL=redis://...);
 2. `tasks.jobs.schedule_due_feeds` is called once (in a subprocess, standing in for beat)
@@ -14,11 +16,14 @@ SQLite store with one rule:
    file is rewritten with a new entry matching the rule; latency = the alert row's
    ``created_at`` - the moment the file was replaced. It includes the wait for the next
    poll (<= 2 s) and the next tick (<= 1 s): that is what a user sees at that interval;
-4. peak RSS of each worker process (psutil, sampled every 0.2 s) during step 2.
+4. peak RSS of each worker process (psutil, sampled every 0.2 s) during step 2 (the
+   database server's own processes are not counted).
 
-The scaling factor is entries/s at N over entries/s at N=1, measured in the same run.
+The scaling factor is entries/s at N over entries/s at N=1 on the same backend, measured
+in the same run.
 
     python benchmarks/scaleout.py [--corpora PATH] [--json PATH] [--quick] [--workers 1,2,4]
+                                  [--database sqlite|postgresql|both]
 """
 
 from __future__ import annotations
@@ -33,7 +38,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +47,10 @@ from benchmarks._common import (
     DEFAULT_CORPORA,
     FeedServer,
     NewsArticle,
+    backends,
+    database_server,
+    database_url,
+    epoch,
     load_bbc,
     machine,
     make_entries,
@@ -77,7 +85,7 @@ for i in range(ticks):
 """
 
 
-def _setup_store(data_dir: Path, urls: list[str]) -> None:
+def _setup_store(env: dict[str, str], urls: list[str]) -> None:
     """A fresh store with the feeds and the rule, through the library (untimed)."""
     code = (
         "import sys, json\n"
@@ -96,20 +104,41 @@ def _setup_store(data_dir: Path, urls: list[str]) -> None:
         [sys.executable, "-c", code],
         input=json.dumps(urls),
         text=True,
-        env=newswatch_env(data_dir),
+        env=env,
         check=True,
     )
 
 
-def _db(data_dir: Path) -> Any:
-    import sqlite3
+class _Probe:
+    """The benchmark's own queries on a store, on either backend."""
 
-    conn = sqlite3.connect(data_dir / "newswatch.db", timeout=60)
-    return conn
+    def __init__(self, url: str) -> None:
+        from sqlalchemy import create_engine
 
+        args = {"timeout": 60} if url.startswith("sqlite") else {}
+        self._engine = create_engine(url, connect_args=args)
 
-def _epoch(value: str) -> float:
-    return datetime.fromisoformat(value).replace(tzinfo=UTC).timestamp()
+    def rows(self, sql: str) -> list[tuple[Any, ...]]:
+        """The rows of a query."""
+        from sqlalchemy import text
+
+        with self._engine.connect() as conn:
+            return [tuple(row) for row in conn.execute(text(sql))]
+
+    def one(self, sql: str) -> tuple[Any, ...]:
+        """The first row of a query."""
+        return self.rows(sql)[0]
+
+    def run(self, sql: str) -> None:
+        """Execute and commit a statement."""
+        from sqlalchemy import text
+
+        with self._engine.begin() as conn:
+            conn.execute(text(sql))
+
+    def close(self) -> None:
+        """Close its connections."""
+        self._engine.dispose()
 
 
 def _tree_rss(proc: Any) -> list[int]:
@@ -136,23 +165,26 @@ def _wait_ready(log: Path, timeout: float = 90) -> None:
 
 def run_one(
     n: int,
+    backend: str,
     tmp: Path,
     server: FeedServer,
     names: list[str],
     entries: list[NewsArticle],
     redis_url: str,
+    pg_url: str | None,
     timeout: float,
 ) -> dict[str, Any]:
-    """One worker with concurrency n: Ingest B, then alert latency."""
+    """One worker with concurrency n on a fresh `backend` store: Ingest B, then alert latency."""
     import psutil
     import redis
 
     redis.Redis.from_url(redis_url).flushall()
-    data_dir = tmp / f"nw-{n}"
+    data_dir = tmp / f"nw-{backend}-{n}"
+    store_url = database_url(backend, data_dir, pg_url, f"scaleout_{n}")
     urls = [server.url(x) for x in names]
-    _setup_store(data_dir, urls)
-    env = newswatch_env(data_dir, NEWSWATCH_BROKER_URL=redis_url)
-    log = tmp / f"worker-{n}.log"
+    env = newswatch_env(data_dir, NEWSWATCH_BROKER_URL=redis_url, NEWSWATCH_DATABASE_URL=store_url)
+    _setup_store(env, urls)
+    log = tmp / f"worker-{backend}-{n}.log"
     with log.open("w") as out:
         worker = subprocess.Popen(
             [newswatch_bin(), "worker", "--concurrency", str(n), "--loglevel", "INFO"],
@@ -174,23 +206,22 @@ def run_one(
             raise RuntimeError(f"schedule_due_feeds failed: {ticker.stderr[-2000:]}")
         started = float(ticker.stdout.split()[0])
         peak_proc = peak_total = 0
-        db = _db(data_dir)
+        db = _Probe(store_url)
         deadline = time.time() + timeout
         while time.time() < deadline:
             rss = _tree_rss(wproc)
             if rss:
                 peak_proc, peak_total = max(peak_proc, *rss), max(peak_total, sum(rss))
-            done = db.execute("SELECT count(*) FROM feed WHERE last_polled_at IS NOT NULL")
-            if done.fetchone()[0] >= len(names):
+            done = db.one("SELECT count(*) FROM feed WHERE last_polled_at IS NOT NULL")
+            if done[0] >= len(names):
                 break
             time.sleep(0.2)
-        last, polled = db.execute(
-            "SELECT max(last_polled_at), count(last_polled_at) FROM feed"
-        ).fetchone()
-        seconds = _epoch(last) - started
-        stored = db.execute("SELECT count(*) FROM article WHERE origin LIKE 'feed:%'").fetchone()[0]
-        errors = db.execute("SELECT count(*) FROM feed WHERE last_error IS NOT NULL").fetchone()[0]
+        last, polled = db.one("SELECT max(last_polled_at), count(last_polled_at) FROM feed")
+        seconds = epoch(last) - started
+        stored = db.one("SELECT count(*) FROM article WHERE origin LIKE 'feed:%'")[0]
+        errors = db.one("SELECT count(*) FROM feed WHERE last_error IS NOT NULL")[0]
         result: dict[str, Any] = {
+            "database": backend,
             "workers": n,
             "feeds_polled": polled,
             "seconds": seconds,
@@ -214,18 +245,21 @@ def run_one(
 
 
 def _latency(
-    db: Any, env: dict[str, str], server: FeedServer, names: list[str], entries: list[NewsArticle]
+    db: _Probe,
+    env: dict[str, str],
+    server: FeedServer,
+    names: list[str],
+    entries: list[NewsArticle],
 ) -> dict[str, Any]:
     """Change CHANGED_FEEDS feeds one by one; time from each change to its alert row."""
     step = max(1, len(names) // CHANGED_FEEDS)
     chosen = list(range(0, len(names), step))[:CHANGED_FEEDS]
     ids = [i + 1 for i in chosen]  # feeds were added in order: id = index + 1
     marks = ",".join(str(i) for i in ids)
-    db.execute(
+    db.run(
         f"UPDATE feed SET interval_seconds = {FAST_INTERVAL}, "
         f"next_poll_at = '2000-01-01 00:00:00' WHERE id IN ({marks})"
     )
-    db.commit()
     duration = CHANGED_FEEDS * CHANGE_EVERY + 15
     ticker = subprocess.Popen(
         [sys.executable, "-c", TICKER, str(int(duration / TICK)), str(TICK)],
@@ -252,19 +286,19 @@ def _latency(
             changed[f"change-{k}"] = time.time()
             time.sleep(CHANGE_EVERY)
         deadline = time.time() + 20
-        rows: list[tuple[str, str]] = []
+        rows: list[tuple[Any, ...]] = []
         while time.time() < deadline:
-            rows = db.execute(
+            rows = db.rows(
                 "SELECT article.guid, alert.created_at FROM alert JOIN article "
                 "ON article.id = alert.article_id WHERE article.guid LIKE 'change-%'"
-            ).fetchall()
+            )
             if len(rows) >= len(changed):
                 break
             time.sleep(0.2)
     finally:
         ticker.terminate()
         ticker.wait(10)
-    lat = sorted(_epoch(created) - changed[guid] for guid, created in rows if guid in changed)
+    lat = sorted(epoch(created) - changed[guid] for guid, created in rows if guid in changed)
     return {
         "changed": len(changed),
         "alerted": len(lat),
@@ -284,40 +318,58 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="100 feeds instead of 1,000")
     ap.add_argument("--workers", default="1,2,4", help="worker concurrencies to run")
     ap.add_argument("--timeout", type=float, default=300.0, help="per run, seconds")
+    ap.add_argument(
+        "--database",
+        choices=["sqlite", "postgresql", "both"],
+        default="both",
+        help="store backend(s); both = SQLite, then PostgreSQL if installed (default)",
+    )
     args = ap.parse_args(argv)
     if not shutil.which("redis-server"):
         print("scaleout: redis-server not installed; skipped", file=sys.stderr)
         return 0
+    databases = backends(args.database)
 
     feeds = 100 if args.quick else 1000
     articles = load_bbc(args.corpora)
     # The last CHANGED_FEEDS mixes are never served at first: they are the new stories.
     entries = make_entries(articles, feeds * 50 + CHANGED_FEEDS)
-    results: dict[str, Any] = {"benchmark": "scaleout", "machine": machine(), "quick": args.quick}
+    results: dict[str, Any] = {
+        "benchmark": "scaleout",
+        "machine": machine(),
+        "quick": args.quick,
+        "databases": databases,
+    }
     runs = []
     with tempfile.TemporaryDirectory(prefix="nw-scaleout-") as tmpname:
         tmp = Path(tmpname)
-        with redis_server() as redis_url:
+        with redis_server() as redis_url, database_server(databases) as pg_url:
             names = write_feeds(tmp / "feeds", entries, feeds, 50, prefix="b")
             with FeedServer(tmp / "feeds") as server:
-                for n in (int(x) for x in args.workers.split(",")):
-                    print(
-                        f"scaleout: {feeds} feeds x 50 entries, worker --concurrency {n} ...",
-                        flush=True,
-                    )
-                    run = run_one(n, tmp, server, names, entries, redis_url, args.timeout)
-                    # The latency phase rewrote some feeds: restore them for the next run.
-                    names = write_feeds(tmp / "feeds", entries, feeds, 50, prefix="b")
-                    runs.append(run)
-                    print(f"  {run['seconds']:.1f} s, {run['entries_per_s']:,.0f} entries/s")
-    base = runs[0]["entries_per_s"] if runs else 1.0
-    for r in runs:
-        r["scaling"] = r["entries_per_s"] / base
+                for backend in databases:
+                    for n in (int(x) for x in args.workers.split(",")):
+                        print(
+                            f"scaleout: {feeds} feeds x 50 entries, {backend}, "
+                            f"worker --concurrency {n} ...",
+                            flush=True,
+                        )
+                        run = run_one(
+                            n, backend, tmp, server, names, entries, redis_url, pg_url, args.timeout
+                        )
+                        # The latency phase rewrote some feeds: restore them for the next run.
+                        names = write_feeds(tmp / "feeds", entries, feeds, 50, prefix="b")
+                        runs.append(run)
+                        print(f"  {run['seconds']:.1f} s, {run['entries_per_s']:,.0f} entries/s")
+    for backend in databases:
+        mine = [r for r in runs if r["database"] == backend]
+        for r in mine:
+            r["scaling"] = r["entries_per_s"] / mine[0]["entries_per_s"]
     results["runs"] = runs
     print()
     print(
         table(
             [
+                "database",
                 "workers",
                 "seconds",
                 "entries/s",
@@ -330,6 +382,7 @@ def main(argv: list[str] | None = None) -> int:
             ],
             [
                 (
+                    r["database"],
                     r["workers"],
                     r["seconds"],
                     r["entries_per_s"],
