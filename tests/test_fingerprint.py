@@ -314,3 +314,54 @@ def test_borderline_estimates_are_settled_on_exact_shingles() -> None:
         # Within the margin the exact similarity decides, whatever the estimate says.
         assert (result is not None) == (exact >= threshold)
         assert loaded and 2 not in loaded[0]
+
+
+_texts = st.lists(
+    st.sampled_from(
+        [
+            "troops",
+            "cost",
+            "sharing",
+            "seoul",
+            "tokyo",
+            "drills",
+            "navy",
+            "talks",
+            "budget",
+            "the",
+            "a",
+            "of",
+        ]
+    ),
+    min_size=0,
+    max_size=60,
+).map(" ".join)
+
+
+@settings(max_examples=150, deadline=None)
+@given(query=_texts, others=st.lists(_texts, min_size=1, max_size=6), broken=st.booleans())
+def test_vectorized_scores_equal_pairwise_similarity(
+    query: str, others: list[str], broken: bool
+) -> None:
+    from tasks.fingerprint import _scores
+
+    sigs = [fingerprint(t).signature for t in others]
+    if broken:
+        sigs.append(b"\x01\x02")  # another layout: scores 0, like `similarity`
+    expected = [similarity(fingerprint(query).signature, s).score for s in sigs]
+    assert _scores(fingerprint(query).signature, sigs, DEFAULT_PARAMS) == expected
+
+
+@settings(max_examples=150, deadline=None)
+@given(a=_texts, b=_texts)
+def test_hashed_profiles_give_the_shingle_set_similarity(a: str, b: str) -> None:
+    from tasks.fingerprint import exact_similarity
+
+    p = DEFAULT_PARAMS
+    sa, sb = shingles(words(a), p.shingle_size), shingles(words(b), p.shingle_size)
+    shared = len(sa & sb)
+    union = len(sa | sb)
+    jaccard = shared / union if union else 0.0
+    assert exact_similarity(a, b).jaccard == jaccard
+    smaller = min(len(sa), len(sb))
+    assert exact_similarity(a, b).containment == (shared / smaller if smaller else 0.0)
