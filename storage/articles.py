@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
+from itertools import repeat
 from typing import Any
 
 from sqlalchemy import Engine, Select, Text, cast, func, select, text
@@ -452,7 +453,7 @@ def ingest(
         )
         signature_rows.append((article_id, fp.signature))
         if fp.shingle_count:
-            band_rows.extend((key, article_id) for key in set(fp.band_keys))
+            band_rows.extend(zip(set(fp.band_keys), repeat(article_id)))
         tag_rows.extend((article_id, t.slug, t.score, list(t.phrases)) for t in item.tags)
         placed.append((item, article_id, story_id, original is not None))
         (result.duplicates if original else result.stored).append(article_id)
