@@ -22,7 +22,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     """Celery settings derived from newswatch settings."""
     broker_url = settings.resolved_broker_url()
     transport_options: dict[str, Any] = {}
+    transport: str | None = None
     if broker_url.startswith("filesystem"):
+        # kombu's own filesystem transport, with message files written atomically.
+        transport = "worker.fsbroker:Transport"
         # Embedded broker: messages are files in the data dir, no server needed.
         folder = settings.broker_dir / "messages"
         folder.mkdir(parents=True, exist_ok=True)
@@ -41,6 +44,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     return {
         "broker_url": broker_url,
+        "broker_transport": transport,
         "broker_transport_options": transport_options,
         "broker_connection_retry_on_startup": True,
         "task_ignore_result": True,
