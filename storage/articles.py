@@ -97,6 +97,12 @@ class _Sql:
             return f"{column} IN ({_placeholders(len(values))})", list(values)
         return f"{column} = ANY(?)", [list(values)]
 
+    def candidates(self, keys: Sequence[int]) -> list[Any]:
+        """(article_id, shared bands, signature, story_id) of the top-ranked stored articles."""
+        where, params = self.among("key", keys)
+        rows = self.rows(_CANDIDATES_SQL.format(keys=where, limit=MAX_CANDIDATES), params)
+        return [r for r in rows if r[2] is not None]
+
     def rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         """All rows of a query."""
         self._cursor.execute(self._sql(sql), tuple(params))
@@ -257,9 +263,7 @@ class DedupLookup:
         if fp.shingle_count == 0 or not fp.band_keys:
             return None
         keys = sorted(set(fp.band_keys))
-        where, params = self._sql.among("key", keys)
-        rows = self._sql.rows(_CANDIDATES_SQL.format(keys=where, limit=MAX_CANDIDATES), params)
-        rows = [r for r in rows if r[2] is not None]
+        rows = self._sql.candidates(keys)
         stories = {int(r[0]): r[3] for r in rows}
         ranked = [(int(r[1]), int(r[0]), bytes(r[2])) for r in rows]
         hits = self._band_owner.keys() & keys
@@ -319,10 +323,7 @@ def near_duplicate_candidates(
     Ranking by shared bands keeps a true copy (which shares many) inside MAX_CANDIDATES
     even when a common band value brings in many unrelated articles.
     """
-    sql = _Sql(session)
-    where, params = sql.among("key", sorted(set(band_keys)))
-    rows = sql.rows(_CANDIDATES_SQL.format(keys=where, limit=MAX_CANDIDATES), params)
-    return [(int(r[0]), bytes(r[2])) for r in rows if r[2] is not None]
+    return [(int(r[0]), bytes(r[2])) for r in _Sql(session).candidates(sorted(set(band_keys)))]
 
 
 _ARTICLE_COLUMNS = (
