@@ -104,12 +104,15 @@ app = create_app()
 @worker_init.connect
 def _no_connections_across_fork(**_: Any) -> None:
     # The parent (which checked the database before starting Celery) closes its
-    # connections before the pool forks, so no child inherits a database socket.
+    # connections before the pool forks, so no child inherits a database socket; and
+    # sets the collector's thresholds, which the children inherit.
     from storage.engine import dispose_engines
+    from worker.gcpolicy import tune_garbage_collector
     from worker.runtime import reset_runtime
 
     reset_runtime()
     dispose_engines(close=True)
+    tune_garbage_collector()
 
 
 @worker_process_init.connect

@@ -121,7 +121,9 @@ def ingest(
 ) -> None:
     """Run local article or feed files through the pipeline, like fetched entries."""
     from worker.bootstrap import ingest_files
+    from worker.gcpolicy import tune_garbage_collector
 
+    tune_garbage_collector()
     engine = _engine()
     report = ingest_files(_settings(), engine, paths)
     for line in report.errors:
@@ -246,7 +248,9 @@ def poll(
 ) -> None:
     """Fetch due (or named) feeds now, in this process, store and deliver their alerts."""
     from worker.bootstrap import poll_now
+    from worker.gcpolicy import tune_garbage_collector
 
+    tune_garbage_collector()
     engine = _engine()
     reports, delivered = poll_now(_settings(), engine, feed or [])
     records = [
