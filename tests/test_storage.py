@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from typing import Any
 
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from storage.alerts import AlertFilter, list_alerts
-from storage.articles import duplicate_clusters, get_article, list_articles
+from storage.articles import _processed, duplicate_clusters, get_article, list_articles
 from storage.engine import session_scope
 from storage.feeds import (
     MAX_UNFINISHED_CLAIMS,
@@ -230,3 +233,22 @@ def test_articles_table_counts(store: Any) -> None:
     with session_scope(engine) as s:
         assert s.scalar(select(func.count()).select_from(Article)) == 5
         assert s.scalar(select(func.count()).select_from(Alert)) == 0
+
+
+_CELLS = st.one_of(
+    st.none(),
+    st.integers(),
+    st.text(max_size=5),
+    st.lists(st.text(max_size=3), max_size=3),
+)
+
+
+@given(st.lists(st.tuples(_CELLS, _CELLS, _CELLS), min_size=1, max_size=20))
+def test_batch_values_go_through_their_column_processors(rows: list[tuple[Any, ...]]) -> None:
+    """The memoized, column-wise processing equals a processor call per non-null cell."""
+    processors = (None, json.dumps, lambda v: f"<{v}>")
+    expected = [
+        tuple(v if p is None or v is None else p(v) for p, v in zip(processors, row, strict=True))
+        for row in rows
+    ]
+    assert _processed(rows, processors) == expected
