@@ -5,13 +5,14 @@ Ingest A: 200 feeds x 10 entries, the real BBC News articles of ``corpora/news/b
 file with the article as HTML paragraphs, served by a local ThreadingHTTPServer (own
 process, HTTP/1.1 keep-alive, strong ETags). From a fresh store with one rule, timed:
 
-- newswatch in-process: ``worker.bootstrap.poll_now`` (what ``newswatch poll`` runs);
+- newswatch in-process: ``worker.bootstrap.poll_now`` with the collector thresholds set
+  (what ``newswatch poll`` runs);
 - newswatch CLI: ``newswatch poll`` in a subprocess (interpreter start included);
 - reader 3.26: ``make_reader(path)``, ``add_feed`` each, ``update_feeds(workers=4)``.
 
 Ingest B: 1,000 feeds x 50 entries: the 2,225 real articles, then 47,775 generated
-*mixes* (paragraphs drawn with a seeded RNG from the whole corpus, as many as a real
-article has; see ``benchmarks/_common.py``), so that each entry is a new story for the
+*mixes* (sentences drawn with a seeded RNG from the whole corpus; see
+``benchmarks/_common.py``), so that each entry is a new story for the
 near-duplicate detector instead of a repeat of one of the 2,225 (a repeat would be a
 duplicate to newswatch, cheaper than new content and not what reader sees). Timed: the
 first pass (all new) and an unchanged pass (every feed made due again; all 304).
@@ -108,6 +109,9 @@ def newswatch_inprocess(
 ) -> dict[str, Any]:
     """Time poll_now from a fresh store (and, if asked, a second, unchanged pass)."""
     from worker.bootstrap import poll_now
+    from worker.gcpolicy import tune_garbage_collector
+
+    tune_garbage_collector()  # as `newswatch poll` does
 
     settings, engine = _newswatch_store(data_dir, urls, db_url)
     t0 = time.perf_counter()
