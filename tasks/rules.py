@@ -213,14 +213,50 @@ _Program = Callable[[dict[int, int], frozenset[str], Callable[[_Hit], None]], No
 _NO_TOPICS: frozenset[str] = frozenset()
 
 
-def _expression(query: Query, ids: dict[str, int]) -> str:
-    """Python source of a predicate over the container `p` of present term ids."""
+def _residual(query: Query, ids: dict[str, int], known: dict[int, bool]) -> str | bool:
+    """`query` with the terms of `known` (term id -> present) replaced by their values.
+
+    True or False when that decides it, else Python source of a predicate over the
+    container `p` of present term ids, simplified: decided operands of a conjunction or
+    disjunction dropped, or deciding it.
+    """
     if isinstance(query, Term):
-        return f"({ids[query.key]} in p)"
+        term_id = ids[query.key]
+        return known.get(term_id, f"({term_id} in p)")
     if isinstance(query, Not):
-        return f"(not {_expression(query.operand, ids)})"
-    joiner = " and " if isinstance(query, And) else " or "
-    return "(" + joiner.join(_expression(op, ids) for op in query.operands) + ")"
+        inner = _residual(query.operand, ids, known)
+        return (not inner) if isinstance(inner, bool) else f"(not {inner})"
+    conjunction = isinstance(query, And)
+    parts: list[str] = []
+    for operand in query.operands:
+        part = _residual(operand, ids, known)
+        if isinstance(part, bool):
+            if part != conjunction:  # False in a conjunction, True in a disjunction
+                return part
+            continue
+        parts.append(part)
+    if not parts:
+        return conjunction
+    joiner = " and " if conjunction else " or "
+    return parts[0] if len(parts) == 1 else "(" + joiner.join(parts) + ")"
+
+
+def _required(query: Query, ids: dict[str, int], known: dict[int, bool]) -> set[int]:
+    """Term ids that are present whenever `query` is true, given the terms of `known`.
+
+    A term itself; every operand's of a conjunction; those shared by the operands of a
+    disjunction that `known` does not already make false; none under a NOT.
+    """
+    if isinstance(query, Term):
+        return {ids[query.key]}
+    if isinstance(query, Not):
+        return set()
+    if isinstance(query, And):
+        return set().union(*(_required(op, ids, known) for op in query.operands))
+    branches = [
+        _required(op, ids, known) for op in query.operands if _residual(op, ids, known) is not False
+    ]
+    return set.intersection(*branches) if branches else set()
 
 
 def _term_cost(key: str) -> float:
@@ -267,6 +303,41 @@ def _ordered_hit(
     return index, rule_id, tuple([f[2] for f in found]), found[0][1]
 
 
+# A rule's code under one trigger term: (rule index, condition, candidates, sure ids); see
+# `_rule_code`.
+_RuleCode = tuple[int, str | bool, tuple[tuple[int, str], ...], set[int]]
+
+
+def _rule_code(
+    index: int, query: Query, ids: dict[str, int], topics: str | None, known: dict[int, bool]
+) -> _RuleCode | None:
+    """How to evaluate rule `index` where the terms of `known` (id -> present) are known.
+
+    The condition: the earlier triggers' absence tested first (the terms of `known`
+    not present), then the topic filter (named `topics` in the generated code), then
+    the query over the other terms (True: nothing to test). The hit's candidates: the
+    positive terms not known absent; sure: those present whenever the condition holds.
+    None when the query cannot hold under `known`.
+    """
+    residual = _residual(query, ids, known)
+    if residual is False:
+        return None
+    tests = [f"not ({term_id} in p)" for term_id, present in known.items() if not present]
+    if topics is not None:
+        tests.append(f"not t.isdisjoint({topics})")
+    if residual is not True:
+        tests.append(residual)
+    positive = [(ids[key], spelling) for key, spelling in positive_terms(query).items()]
+    candidates = tuple(term for term in positive if known.get(term[0]) is not False)
+    sure = {term_id for term_id, present in known.items() if present}
+    sure |= _required(query, ids, known)
+    return index, " and ".join(tests) if tests else True, candidates, sure
+
+
+# The names `_Codegen` gives values in the generated code.
+_NAME_RE = re.compile(r"\b_c[0-9]+\b")
+
+
 class _Codegen:
     """Python source evaluating rules, with the values it refers to kept by name.
 
@@ -277,67 +348,115 @@ class _Codegen:
 
     def __init__(self) -> None:
         self.namespace: dict[str, object] = {"__builtins__": {}, "_ordered_hit": _ordered_hit}
+        self.names: dict[object, str] = {}
         self.lines: list[str] = []
+        self._header = -1  # index in `lines` of the function being written, if any
 
     def constant(self, value: object) -> str:
-        """A name for `value` in the generated code."""
-        name = f"_c{len(self.namespace)}"
-        self.namespace[name] = value
+        """A name for `value` in the generated code (one name per distinct value)."""
+        name = self.names.get(value)
+        if name is None:
+            name = self.names[value] = f"_c{len(self.namespace)}"
+            self.namespace[name] = value
         return name
 
     def rule(
         self,
         index: int,
         rule_id: int,
-        condition: str,
-        positive: tuple[tuple[int, str], ...],
-        needs_positive: bool,
+        condition: str | bool,
+        candidates: tuple[tuple[int, str], ...],
+        present: set[int],
     ) -> None:
-        """Append the hit of rule `index` when `condition` holds.
+        """Append the hit of rule `index` when `condition` holds (True: always).
 
-        `needs_positive`: the rule cannot be true without one of its positive terms, so
-        with a single positive term the hit is a constant.
+        `candidates` are the rule's positive terms (id, spelling), in query order, that
+        may be present when `condition` holds; `present` the ids of those that surely are.
         """
-        hit = self.hit(index, rule_id, positive, needs_positive)
-        self.lines.append(f"    if {condition}: o({hit})")
+        hit = self.hit(index, rule_id, candidates, present)
+        if condition is True:
+            self.lines.append(f"    o({hit})")
+        else:
+            self.lines.append(f"    if {condition}: o({hit})")
 
     def hit(
         self,
         index: int,
         rule_id: int,
-        positive: tuple[tuple[int, str], ...],
-        needs_positive: bool,
+        candidates: tuple[tuple[int, str], ...],
+        present: set[int],
     ) -> str:
-        """An expression for the hit of a matching rule (see `_ordered_hit`)."""
-        none = self.constant((index, rule_id, (), -1))
-        if not positive:
-            return none
-        if len(positive) == 1:
-            [(a, spelling)] = positive
-            only = self.constant((index, rule_id, (spelling,), a))
-            return only if needs_positive else f"({only} if {a} in p else {none})"
-        if len(positive) == 2:
-            (a, sa), (b, sb) = positive
-            ab = self.constant((index, rule_id, (sa, sb), a))
-            ba = self.constant((index, rule_id, (sb, sa), b))
-            a_only = self.constant((index, rule_id, (sa,), a))
-            b_only = self.constant((index, rule_id, (sb,), b))
-            # Ties (two terms starting at one offset) go to the smaller term id.
-            before = "<=" if a < b else "<"
-            both = f"({ab} if p[{a}] {before} p[{b}] else {ba})"
+        """An expression for the hit of a matching rule (see `rule` and `_ordered_hit`).
+
+        Only the candidates not surely present are tested: when none of them is, the
+        hit is that of the sure ones, usually a constant.
+        """
+        sure = tuple(term for term in candidates if term[0] in present)
+        unsure = [term for term in candidates if term[0] not in present]
+        if not unsure:
+            return self.exact(index, rule_id, sure)
+        if len(unsure) == 1:
+            [(a, _)] = unsure
+            with_a = self.exact(index, rule_id, candidates)
+            return f"({with_a} if {a} in p else {self.exact(index, rule_id, sure)})"
+        if not sure and len(unsure) == 2:
+            (a, sa), (b, sb) = unsure
+            both = self.exact(index, rule_id, candidates)
+            a_only = self.exact(index, rule_id, ((a, sa),))
+            b_only = self.exact(index, rule_id, ((b, sb),))
+            none = self.exact(index, rule_id, ())
             return (
                 f"(({both} if {b} in p else {a_only}) if {a} in p"
                 f" else ({b_only} if {b} in p else {none}))"
             )
-        alone = tuple((t, spelling, (index, rule_id, (spelling,), t)) for t, spelling in positive)
+        general = self.ordered(index, rule_id, candidates)
+        if not sure:
+            return general
+        others = " or ".join(f"({term} in p)" for term, _ in unsure)
+        return f"({self.exact(index, rule_id, sure)} if not ({others}) else {general})"
+
+    def exact(self, index: int, rule_id: int, present: tuple[tuple[int, str], ...]) -> str:
+        """An expression for the hit of a matching rule whose present positive terms are
+        exactly `present` (id, spelling), in query order: they are ordered by offset."""
+        if not present:
+            return self.constant((index, rule_id, (), -1))
+        if len(present) == 1:
+            [(a, spelling)] = present
+            return self.constant((index, rule_id, (spelling,), a))
+        if len(present) == 2:
+            (a, sa), (b, sb) = present
+            ab = self.constant((index, rule_id, (sa, sb), a))
+            ba = self.constant((index, rule_id, (sb, sa), b))
+            # Ties (two terms starting at one offset) go to the smaller term id.
+            before = "<=" if a < b else "<"
+            return f"({ab} if p[{a}] {before} p[{b}] else {ba})"
+        return self.ordered(index, rule_id, present)
+
+    def ordered(self, index: int, rule_id: int, candidates: tuple[tuple[int, str], ...]) -> str:
+        """A call of `_ordered_hit` over the candidates (id, spelling), in query order."""
+        alone = tuple((t, spelling, (index, rule_id, (spelling,), t)) for t, spelling in candidates)
+        none = self.constant((index, rule_id, (), -1))
         return f"_ordered_hit(p, {self.constant(alone)}, {none})"
 
     def function(self, name: str) -> None:
         """Start a function ``name(p, t, o)``: present terms, topics, append a hit."""
-        self.lines.append(f"def {name}(p, t, o):")
+        self._finish()
+        self._header = len(self.lines)
+        self.lines.append(name)
+
+    def _finish(self) -> None:
+        """Write the header of the last function started: the values its body refers to
+        are bound as parameter defaults, so that it reads them as locals."""
+        if self._header < 0:
+            return
+        names = dict.fromkeys(_NAME_RE.findall("\n".join(self.lines[self._header + 1 :])))
+        bound = "".join(f", {name}={name}" for name in names)
+        self.lines[self._header] = f"def {self.lines[self._header]}(p, t, o{bound}):"
+        self._header = -1
 
     def compile(self) -> dict[str, object]:
         """Run the source; returns the namespace holding the functions."""
+        self._finish()
         code = compile("\n".join(self.lines) + "\n", "<rules>", "exec")
         exec(code, self.namespace)
         return self.namespace
@@ -368,44 +487,42 @@ class CompiledRules:
         self._topical = any(spec.topics for spec, _ in parsed)
         # Rules that are one plain term: their hit, whenever the term is present.
         plain: list[list[_Hit]] = [[] for _ in self._keys]
-        # The other rules, under each of their trigger terms, or always evaluated.
-        triggered: list[list[tuple[int, str, int, tuple[tuple[int, str], ...]]]] = [
-            [] for _ in self._keys
-        ]
-        always: list[tuple[int, str, tuple[tuple[int, str], ...]]] = []
+        # The other rules' code, under each of their trigger terms, or always evaluated.
+        triggered: list[list[_RuleCode]] = [[] for _ in self._keys]
+        always: list[_RuleCode] = []
         code = _Codegen()
         for index, (spec, query) in enumerate(parsed):
             if isinstance(query, Term) and not spec.topics:
                 term_id = term_ids[query.key]
                 plain[term_id].append((index, spec.id, (query.text,), term_id))
                 continue
-            condition = _expression(query, term_ids)
-            if spec.topics:
-                topics = code.constant(frozenset(spec.topics))
-                condition = f"not t.isdisjoint({topics}) and {condition}"
-            positive = tuple(
-                (term_ids[key], spelling) for key, spelling in positive_terms(query).items()
-            )
+            topics = code.constant(frozenset(spec.topics)) if spec.topics else None
             trigger = _triggers(query, term_ids)
             if trigger is None:
-                always.append((index, condition, positive))
+                rule = _rule_code(index, query, term_ids, topics, {})
+                if rule is not None:
+                    always.append(rule)
                 continue
-            for term_id in trigger[0]:
-                # Evaluated only under the first of its present trigger terms (by id).
-                earlier = [other for other in sorted(trigger[0]) if other < term_id]
-                guard = "".join(f"not ({other} in p) and " for other in earlier)
-                triggered[term_id].append((index, guard + condition, spec.id, positive))
+            # Evaluated only under the first of its present trigger terms (by id): there
+            # the term is present and the earlier ones are absent.
+            known: dict[int, bool] = {}
+            for term_id in sorted(trigger[0]):
+                known[term_id] = True
+                rule = _rule_code(index, query, term_ids, topics, known)
+                if rule is not None:
+                    triggered[term_id].append(rule)
+                known[term_id] = False
 
         rule_ids = [spec.id for spec, _ in parsed]
         for term_id, rules in enumerate(triggered):
             if rules:
                 code.function(f"_t{term_id}")
-                for index, condition, _, positive in rules:
-                    code.rule(index, rule_ids[index], condition, positive, needs_positive=True)
+                for index, condition, candidates, present in rules:
+                    code.rule(index, rule_ids[index], condition, candidates, present)
         if always:
             code.function("_always")
-            for index, condition, positive in always:
-                code.rule(index, rule_ids[index], condition, positive, needs_positive=False)
+            for index, condition, candidates, present in always:
+                code.rule(index, rule_ids[index], condition, candidates, present)
         namespace = code.compile() if code.lines else {}
         self._plain: list[tuple[_Hit, ...]] = [tuple(hits) for hits in plain]
         self._programs: list[_Program | None] = [

@@ -36,6 +36,8 @@ from tasks.rules import (
     RuleSpec,
     _blanked,
     _fold,
+    _required,
+    _residual,
     _Words,
     fold_article,
     make_snippet,
@@ -442,6 +444,63 @@ def test_recurring_terms_in_long_text_equal_each_rule_on_its_own(text: str, titl
     specs = [RuleSpec(i, query) for i, query in enumerate(RECURRING)]
     got = [(m.rule_id, m.matched, m.snippet) for m in CompiledRules(specs).match(title, text)]
     assert got == reference_match(specs, title, text, frozenset())
+
+
+# --- partial evaluation of a rule under known terms ------------------------------------------
+
+
+def term_ids_of(query: Query) -> dict[str, int]:
+    return {key: i for i, key in enumerate(sorted(query_terms(query)))}
+
+
+@given(RULE_QUERIES, st.data())
+@settings(max_examples=300, deadline=None)
+def test_residual_and_required_agree_with_evaluation(query: Query, data: st.DataObject) -> None:
+    # Under any terms fixed as present or absent, the residual predicate is the query's
+    # value on every set of present terms agreeing with them, and the required terms are
+    # present whenever the query holds.
+    ids = term_ids_of(query)
+    known = data.draw(st.dictionaries(st.sampled_from(sorted(ids.values())), st.booleans()))
+    residual = _residual(query, ids, known)
+    required = _required(query, ids, known)
+    keys = sorted(ids)
+    for mask in range(2 ** len(keys)):
+        present = {key for bit, key in enumerate(keys) if mask >> bit & 1}
+        p = {ids[key] for key in present}
+        if any((term_id in p) != value for term_id, value in known.items()):
+            continue
+        expected = evaluate(query, present)
+        got = residual if isinstance(residual, bool) else eval(residual, {}, {"p": p})
+        assert got == expected, (residual, p)
+        if expected:
+            assert required <= p, (required, p)
+
+
+def test_residual_simplifies_known_terms_away() -> None:
+    query = parse_query('(kim OR seoul) "cost sharing" -tokyo')
+    ids = term_ids_of(query)  # cost sharing 0, kim 1, seoul 2, tokyo 3
+    assert _residual(query, ids, {1: True}) == "((0 in p) and (not (3 in p)))"
+    assert _residual(query, ids, {1: False, 2: False}) is False
+    assert _residual(query, ids, {0: True, 1: True, 3: False}) is True
+    assert _required(query, ids, {}) == {0}
+    assert _required(query, ids, {1: False}) == {0, 2}
+
+
+def test_rules_with_several_positive_terms_report_the_present_ones_in_order() -> None:
+    # Under each trigger term the other positive terms may or may not be present.
+    rules = CompiledRules(
+        [RuleSpec(1, "kim OR seoul OR tokyo OR osaka"), RuleSpec(2, "(kim OR seoul) tokyo")]
+    )
+    assert [m.matched for m in rules.match("", "Tokyo", ())] == [("tokyo",)]
+    assert [m.matched for m in rules.match("", "Seoul and Kim", ())] == [("seoul", "kim")]
+    assert [m.matched for m in rules.match("", "Osaka, Tokyo, Seoul", ())] == [
+        ("osaka", "tokyo", "seoul"),
+        ("tokyo", "seoul"),
+    ]
+    assert [m.matched for m in rules.match("", "Tokyo, Kim, Seoul", ())] == [
+        ("tokyo", "kim", "seoul"),
+        ("tokyo", "kim", "seoul"),
+    ]
 
 
 def test_terms_at_one_offset_are_ordered_by_term_id() -> None:
