@@ -577,10 +577,32 @@ class CompiledRules:
         if not hits:
             return []
         hits.sort()
-        leads = {hit[3] for hit in hits}
-        source = _Snippets(article, first, self._keys, leads)
-        deferred = {lead: functools.partial(source.get, lead) for lead in leads}
-        return [Match(rule_id, matched, deferred[lead]) for _, rule_id, matched, lead in hits]
+        source = _Snippets(article, first, self._keys, hits)
+        return [
+            _DeferredMatch(rule_id, matched, source, lead) for _, rule_id, matched, lead in hits
+        ]
+
+
+class _DeferredMatch(Match):
+    """A `Match` whose snippet is its article's snippet around its lead term, made when
+    first read (by `_Snippets`, shared by the article's matches). Compared, hashed and
+    pickled as a `Match`: its snippet read, a plain `Match` unpickled."""
+
+    __slots__ = ("_lead", "_source")
+
+    def __init__(
+        self, rule_id: int, matched: tuple[str, ...], source: _Snippets, lead: int
+    ) -> None:
+        # The snippet slot of `Match` stays empty: `snippet` below replaces its reader.
+        self._rule_id = rule_id
+        self._matched = matched
+        self._source = source
+        self._lead = lead
+
+    @property
+    def snippet(self) -> str:
+        """Text around the first matched term, computed on first read."""
+        return self._source.get(self._lead)
 
 
 class _Snippets:
@@ -590,15 +612,15 @@ class _Snippets:
     its words once.
     """
 
-    __slots__ = ("_article", "_first", "_keys", "_leads", "_snippets")
+    __slots__ = ("_article", "_first", "_hits", "_keys", "_snippets")
 
     def __init__(
-        self, article: FoldedArticle, first: dict[int, int], keys: list[str], leads: set[int]
+        self, article: FoldedArticle, first: dict[int, int], keys: list[str], hits: list[_Hit]
     ) -> None:
         self._article = article
         self._first = first
         self._keys = keys
-        self._leads = leads
+        self._hits = hits
         self._snippets: dict[int, str] | None = None
 
     def get(self, lead: int) -> str:
@@ -616,7 +638,7 @@ class _Snippets:
         in_text: list[tuple[int, int]] = []  # (folded offset of the leading space, term id)
         in_title: list[tuple[int, int]] = []
         body_start = article.body_start
-        for term_id in self._leads:
+        for term_id in {hit[3] for hit in self._hits}:
             if term_id < 0:
                 snippets[term_id] = make_snippet(text if text.strip() else title, None)
                 continue

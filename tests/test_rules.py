@@ -569,3 +569,21 @@ def test_matches_survive_pickling_with_their_snippets() -> None:
     assert copies == matches
     assert [m.snippet for m in copies] == [m.snippet for m in matches]
     assert copies[0].snippet.startswith("Kim went to Seoul.")
+
+
+def test_matches_from_rules_behave_as_plain_matches() -> None:
+    rules = CompiledRules([RuleSpec(1, "kim"), RuleSpec(2, "kim OR seoul")])
+    matches = rules.match("Talks", "Kim went to Seoul.", ())
+    plain = [
+        Match(1, ("kim",), "Kim went to Seoul."),
+        Match(2, ("kim", "seoul"), "Kim went to Seoul."),
+    ]
+    assert matches == plain and plain == matches
+    assert [hash(m) for m in matches] == [hash(m) for m in plain]
+    assert [repr(m) for m in matches] == [repr(m) for m in plain]
+    assert all(isinstance(m, Match) for m in matches)
+    assert [type(m) for m in pickle.loads(pickle.dumps(matches))] == [Match, Match]
+    with pytest.raises(AttributeError):
+        matches[0].snippet = "elsewhere"  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        matches[0].extra = 1  # type: ignore[attr-defined]
