@@ -3,22 +3,28 @@
 Per rule set, once (`CompiledRules(specs)`):
     parse every query; give every distinct folded term an id
     one Aho–Corasick automaton over " term " patterns (spaces = word boundaries)
-    per rule, trigger terms: positive terms one of which must be present for it to be
-        true (one term chosen per conjunction, every branch of a disjunction); an index
-        from each term to the rules it triggers
-    rules true with no term present (e.g. ``NOT kimchi``): always evaluated
-    a rule that is one plain term: its whole result, precomputed
-    the other rules: one generated Python function per term, evaluating the rules it
-        triggers (topic filter, then the query over the present term ids) and adding
-        their results, matched terms in order included (`_Codegen`)
+    a rule that is a disjunction of terms (or one term), with no topic filter: its hit
+        under each of its terms, precomputed (the term alone as matched terms)
+    the other rules, per rule, trigger terms: positive terms one of which must be
+        present for it to be true (one term chosen per conjunction, every branch of a
+        disjunction); rules true with no term present (e.g. ``NOT kimchi``): always
+        evaluated
+    one generated Python function per term, evaluating the rules it triggers (`_Codegen`):
+        a rule runs under the first of its present triggers (by id) only, so there the
+        query is partially evaluated with that term present and the earlier triggers
+        absent (`_residual`); then the topic filter and what is left of the query; the
+        hit's matched terms test only the positive terms not known present then
+        (`_required`), usually leaving a constant
 
 Per article (`CompiledRules.match(title, text, topics)`):
     fold title + text once (`fold_article`, shared with topic tagging)
-    run the automaton once -> present term ids and their first offsets
-    plain-term rules of the present terms: their precomputed results
-    the function of each present term, and the always-evaluated rules -> hits and their
-        lead terms (a rule with several present triggers runs under the first only)
-    snippets deferred: computed together, one per distinct lead term, on the first read
+    run the automaton once -> present term ids and the ends of their first occurrences
+    precomputed hits of the present terms; one rule's under several terms merged into
+        one hit, its terms ordered by first occurrence (`_merge_disjunctions`)
+    the function of each present term, and the always-evaluated rules -> more hits
+    hits sorted into rule order; matches share one deferred snippet source per article,
+        each holding its lead term (`_DeferredMatch`); the snippets are computed
+        together, one per distinct lead term, on the first read
 
 So the cost per article is one pass over the text plus the rules of the present terms
 and the matches, not the rule count. Why triggers are enough: in negation normal form,
@@ -36,6 +42,7 @@ import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from itertools import chain
+from operator import itemgetter
 
 import ahocorasick
 
@@ -43,6 +50,7 @@ from tasks.models import Match
 from tasks.query import (
     And,
     Not,
+    Or,
     Query,
     QuerySyntaxError,
     Term,
@@ -288,19 +296,55 @@ def _triggers(
 
 
 def _ordered_hit(
-    present: dict[int, int], positive: tuple[tuple[int, str, _Hit], ...], none: _Hit
+    present: dict[int, int], positive: tuple[tuple[int, int, str, _Hit], ...], none: _Hit
 ) -> _Hit:
     """The hit of a matching rule: its present positive terms in order of first offset.
 
-    `positive` holds (term id, spelling, the hit when only this term is present) in
-    query order; `none` is the hit with no positive term present.
+    `present` maps a term id to the end of its first occurrence (see `CompiledRules.match`).
+    `positive` holds (term id, length of the term plus one, spelling, the hit when only
+    this term is present) in query order; `none` is the hit with no positive term present.
     """
-    found = [(present[t], t, spelling, alone) for t, spelling, alone in positive if t in present]
+    found = [
+        (present[t] - span, t, spelling, alone)
+        for t, span, spelling, alone in positive
+        if t in present
+    ]
     if len(found) < 2:
         return found[0][3] if found else none
     found.sort()
     index, rule_id = none[0], none[1]
     return index, rule_id, tuple([f[2] for f in found]), found[0][1]
+
+
+def _is_disjunction(query: Query) -> bool:
+    """Whether `query` is one term or a disjunction of such: true when one is present."""
+    if isinstance(query, Or):
+        return all(map(_is_disjunction, query.operands))
+    return isinstance(query, Term)
+
+
+_rule_index = itemgetter(0)
+
+
+def _merge_disjunctions(hits: list[_Hit], first: dict[int, int], spans: list[int]) -> list[_Hit]:
+    """`hits` with the hits of one rule under several present terms merged into one.
+
+    Each of those hits has its term alone as matched terms and lead; the merged hit
+    has them all, in order of first offset (ties: smaller term id first). `first` maps
+    a present term to the end of its first occurrence, `spans` a term to its length + 1.
+    """
+    by_rule: dict[int, list[_Hit]] = {}
+    for hit in hits:
+        by_rule.setdefault(hit[0], []).append(hit)
+    merged: list[_Hit] = []
+    for group in by_rule.values():
+        if len(group) > 1:
+            group.sort(key=lambda hit: (first[hit[3]] - spans[hit[3]], hit[3]))
+            index, rule_id, _, lead = group[0]
+            merged.append((index, rule_id, tuple(hit[2][0] for hit in group), lead))
+        else:
+            merged.append(group[0])
+    return merged
 
 
 # A rule's code under one trigger term: (rule index, condition, candidates, sure ids); see
@@ -346,7 +390,9 @@ class _Codegen:
     namespace. Parse depth is bounded by `tasks.query.MAX_DEPTH`.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, spans: list[int]) -> None:
+        """`spans`: each term's length plus one, from its leading to its trailing space."""
+        self.spans = spans
         self.namespace: dict[str, object] = {"__builtins__": {}, "_ordered_hit": _ordered_hit}
         self.names: dict[object, str] = {}
         self.lines: list[str] = []
@@ -427,14 +473,22 @@ class _Codegen:
             (a, sa), (b, sb) = present
             ab = self.constant((index, rule_id, (sa, sb), a))
             ba = self.constant((index, rule_id, (sb, sa), b))
-            # Ties (two terms starting at one offset) go to the smaller term id.
+            # `p` holds ends: a starts first when p[a] - span a <= p[b] - span b. Ties
+            # (two terms starting at one offset) go to the smaller term id.
             before = "<=" if a < b else "<"
-            return f"({ab} if p[{a}] {before} p[{b}] else {ba})"
+            shift = self.spans[a] - self.spans[b]
+            right = (
+                f"p[{b}] + {shift}" if shift > 0 else f"p[{b}] - {-shift}" if shift else f"p[{b}]"
+            )
+            return f"({ab} if p[{a}] {before} {right} else {ba})"
         return self.ordered(index, rule_id, present)
 
     def ordered(self, index: int, rule_id: int, candidates: tuple[tuple[int, str], ...]) -> str:
         """A call of `_ordered_hit` over the candidates (id, spelling), in query order."""
-        alone = tuple((t, spelling, (index, rule_id, (spelling,), t)) for t, spelling in candidates)
+        alone = tuple(
+            (t, self.spans[t], spelling, (index, rule_id, (spelling,), t))
+            for t, spelling in candidates
+        )
         none = self.constant((index, rule_id, (), -1))
         return f"_ordered_hit(p, {self.constant(alone)}, {none})"
 
@@ -485,16 +539,22 @@ class CompiledRules:
         self._keys: list[str] = list(term_ids)
         self._rule_count = len(parsed)
         self._topical = any(spec.topics for spec, _ in parsed)
-        # Rules that are one plain term: their hit, whenever the term is present.
+        # Rules that are a disjunction of terms (one term or more): their hit under each
+        # term, whenever it is present (see `_merge_disjunctions`).
         plain: list[list[_Hit]] = [[] for _ in self._keys]
+        self._disjunctions = False  # whether a rule is a disjunction of several terms
         # The other rules' code, under each of their trigger terms, or always evaluated.
         triggered: list[list[_RuleCode]] = [[] for _ in self._keys]
         always: list[_RuleCode] = []
-        code = _Codegen()
+        self._spans = [len(key) + 1 for key in self._keys]
+        code = _Codegen(self._spans)
         for index, (spec, query) in enumerate(parsed):
-            if isinstance(query, Term) and not spec.topics:
-                term_id = term_ids[query.key]
-                plain[term_id].append((index, spec.id, (query.text,), term_id))
+            if not spec.topics and _is_disjunction(query):
+                spellings = positive_terms(query)
+                for key, spelling in spellings.items():
+                    term_id = term_ids[key]
+                    plain[term_id].append((index, spec.id, (spelling,), term_id))
+                self._disjunctions |= len(spellings) > 1
                 continue
             topics = code.constant(frozenset(spec.topics)) if spec.topics else None
             trigger = _triggers(query, term_ids)
@@ -533,10 +593,9 @@ class CompiledRules:
 
         self._automaton: ahocorasick.Automaton | None = None
         if self._keys:
-            automaton = ahocorasick.Automaton()
+            automaton = ahocorasick.Automaton(ahocorasick.STORE_INTS)
             for term_id, key in enumerate(self._keys):
-                # The value gives the offset of the leading space from the trailing one.
-                automaton.add_word(f" {key} ", (term_id, len(key) + 1))
+                automaton.add_word(f" {key} ", term_id)
             automaton.make_automaton()
             self._automaton = automaton
 
@@ -559,15 +618,19 @@ class CompiledRules:
         read, all of an article's at once.
         """
         article = fold_article(title, text)
-        first: dict[int, int] = {}  # term id -> folded offset of its first leading space
+        # Term id -> folded offset of the trailing space of its first occurrence; the
+        # leading one is `_spans[term id]` before it.
+        first: dict[int, int] = {}
         if self._automaton is not None:
             found = list(self._automaton.iter(article.joined))
             if found:
                 # Backwards, so that the first occurrence of a term is the one kept.
-                first = {term_id: end - size for end, (term_id, size) in reversed(found)}
+                first = {term_id: end for end, term_id in reversed(found)}
         if not first and self._always is None:
             return []
         hits: list[_Hit] = list(chain.from_iterable(map(self._plain.__getitem__, first)))
+        if self._disjunctions and len(set(map(_rule_index, hits))) < len(hits):
+            hits = _merge_disjunctions(hits, first, self._spans)
         topic_set = frozenset(topics) if self._topical else _NO_TOPICS
         append = hits.append
         for program in filter(None, map(self._programs.__getitem__, first)):
@@ -642,7 +705,7 @@ class _Snippets:
             if term_id < 0:
                 snippets[term_id] = make_snippet(text if text.strip() else title, None)
                 continue
-            start = first[term_id]
+            start = first[term_id] - len(keys[term_id]) - 1
             if start >= body_start:
                 in_text.append((start - body_start, term_id))
                 continue

@@ -587,3 +587,42 @@ def test_matches_from_rules_behave_as_plain_matches() -> None:
         matches[0].snippet = "elsewhere"  # type: ignore[misc]
     with pytest.raises(AttributeError):
         matches[0].extra = 1  # type: ignore[attr-defined]
+
+
+DISJUNCTIONS = st.lists(
+    st.one_of(RULE_QUERIES, st.lists(TERMS, min_size=2, max_size=4).map(lambda t: Or(tuple(t)))),
+    min_size=1,
+    max_size=8,
+)
+
+
+@given(DISJUNCTIONS, ARTICLE_TEXTS, ARTICLE_TEXTS)
+@settings(max_examples=200, deadline=None)
+def test_disjunctions_of_terms_match_as_generated_code_does(
+    queries: list[Query], title: str, text: str
+) -> None:
+    # Without a topic filter a disjunction of terms is matched from precomputed hits
+    # per term, merged when several of its terms are present; with one (always met) it
+    # goes through generated code like any other rule.
+    plain = CompiledRules([RuleSpec(i, format_query(q)) for i, q in enumerate(queries)])
+    coded = CompiledRules(
+        [RuleSpec(i, format_query(q), frozenset({"x"})) for i, q in enumerate(queries)]
+    )
+    got = [(m.rule_id, m.matched, m.snippet) for m in plain.match(title, text, ())]
+    assert got == [(m.rule_id, m.matched, m.snippet) for m in coded.match(title, text, {"x"})]
+    specs = [RuleSpec(i, format_query(q)) for i, q in enumerate(queries)]
+    assert got == reference_match(specs, title, text, frozenset())
+
+
+@pytest.mark.parametrize("topics", [frozenset(), frozenset({"x"})])
+def test_a_term_starting_first_but_ending_last_is_matched_first(topics: frozenset[str]) -> None:
+    rules = CompiledRules(
+        [
+            RuleSpec(1, 'seoul OR "kim seoul cost"', topics),
+            RuleSpec(2, 'seoul OR "kim seoul cost" OR tokyo', topics),
+            RuleSpec(3, 'seoul "kim seoul cost"', topics),
+        ]
+    )
+    assert [m.matched for m in rules.match("", "Kim Seoul cost", {"x"})] == [
+        ("kim seoul cost", "seoul")
+    ] * 3
