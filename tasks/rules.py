@@ -215,8 +215,8 @@ def fold_article(title: str, text: str) -> FoldedArticle:
 # A match before its Match object: (rule index, rule id, matched spellings, lead term id);
 # the lead is the first matched term (-1: none), whose surroundings make the snippet.
 _Hit = tuple[int, int, tuple[str, ...], int]
-# Evaluates the rules a term triggers: (present term -> first offset, the article's
-# topics, append a hit).
+# Evaluates the rules a term triggers: (present term -> end of its first occurrence, the
+# article's topics, append a hit).
 _Program = Callable[[dict[int, int], frozenset[str], Callable[[_Hit], None]], None]
 _NO_TOPICS: frozenset[str] = frozenset()
 
