@@ -37,7 +37,11 @@ GROUP_ENTRIES = 1000
 
 @dataclass(frozen=True, slots=True)
 class Download:
-    """A fetched and parsed feed, ready for the pipeline (or an outcome without entries)."""
+    """A fetched and parsed feed, ready for the pipeline (or an outcome without entries).
+
+    `outcome.entries` counts the feed's entries; `entries` holds them until they are
+    prepared (a preparation process sends back only the prepared articles).
+    """
 
     target: FeedTarget
     outcome: FetchOutcome
@@ -163,7 +167,7 @@ def store_downloads(
         for item, batch in zip(items, prepared, strict=True):
             target, outcome = item.target, item.outcome
             report = PollReport(
-                target.id, target.url, outcome.status, outcome.error, len(item.entries)
+                target.id, target.url, outcome.status, outcome.error, outcome.entries
             )
             if batch:
                 result = ingest(
@@ -195,21 +199,26 @@ _forked_matchers: Matchers | None = None
 
 
 def _parse_and_prepare(target: FeedTarget, result: FetchResult) -> Prepared:
-    """CPU half of polling one feed, run in a preparation process."""
+    """CPU half of polling one feed, run in a preparation process.
+
+    The raw entries stay here: sending them back with the prepared articles doubled
+    the pickling, and the storing process needs only their count (`outcome.entries`).
+    """
     assert _forked_matchers is not None
     item = interpret(target, result)
-    return item, (prepare(item.entries, _forked_matchers) if item.entries else [])
+    batch = prepare(item.entries, _forked_matchers) if item.entries else []
+    return Download(item.target, item.outcome), batch
 
 
 def _groups(ready: list[Prepared], max_entries: int) -> Iterator[list[Prepared]]:
     group: list[Prepared] = []
     size = 0
     for pair in ready:
-        if group and size + len(pair[0].entries) > max_entries:
+        if group and size + pair[0].outcome.entries > max_entries:
             yield group
             group, size = [], 0
         group.append(pair)
-        size += len(pair[0].entries)
+        size += pair[0].outcome.entries
     if group:
         yield group
 
@@ -444,11 +453,12 @@ def poll_targets(
                         pause_until, pool_tried = None, True
                     outstanding -= len(ready)
                     for pair in ready:
-                        if not pair[0].entries:
+                        if not pair[0].outcome.entries:
                             if not quiet:
                                 quiet_since = time.monotonic()
                             quiet.append(pair)
-                    for group in _groups([p for p in ready if p[0].entries], GROUP_ENTRIES):
+                    changed = [p for p in ready if p[0].outcome.entries]
+                    for group in _groups(changed, GROUP_ENTRIES):
                         store(group)
                     if quiet and (
                         len(quiet) >= QUIET_BATCH or time.monotonic() - quiet_since >= QUIET_SECONDS

@@ -170,6 +170,8 @@ def test_preparation_processes_store_the_same_as_one_process(
     get_settings.cache_clear()
     reports = cli("poll", "--format", "json").json()
     assert len(reports) == 6 and all(r["status"] == 200 for r in reports)
+    # Counted in the preparation processes, which send back only prepared articles.
+    assert [r["entries"] for r in reports] == [2] * 6
     assert sum(r["stored"] for r in reports) == 7  # six harvest stories, one talks story
     assert sum(r["duplicates"] for r in reports) == 5  # the talks story from five more feeds
     assert len(cli("alerts", "list", "--format", "json").json()) == 1
