@@ -117,6 +117,30 @@ class LshBand(SQLModel, table=True):
     article_id: int = Field(primary_key=True)
 
 
+class RecentLshBand(SQLModel, table=True):
+    """A band key of a recently stored article, not yet merged into `lsh_band`.
+
+    Look-ups read both tables. New bands land here, in a table small enough that a
+    commit rewrites few pages; ingest moves them into `lsh_band` in key order once
+    there are enough of them (`storage.articles.RECENT_BAND_ARTICLES`, migration 0004).
+    """
+
+    __tablename__ = "lsh_band_recent"
+    __table_args__ = {"sqlite_with_rowid": False}
+
+    key: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    article_id: int = Field(primary_key=True)
+
+
+class LshBandState(SQLModel, table=True):
+    """One row: the newest article whose bands were merged into `lsh_band`."""
+
+    __tablename__ = "lsh_band_state"
+
+    id: int = Field(primary_key=True)
+    merged_through: int
+
+
 class Topic(SQLModel, table=True):
     """A topic known to the store (loaded from the topics file)."""
 

@@ -70,7 +70,10 @@ def test_deleting_indexed_and_unindexed_articles_keeps_the_index_consistent(
     late = ingest(store, "feed:a", ("a2", "Bakery", "<p>A bakery opened in Honolulu.</p>"))
     with session_scope(engine) as session:
         for article_id in first.stored + late.stored:
-            session.execute(text("DELETE FROM lsh_band WHERE article_id = :i"), {"i": article_id})
+            for bands in ("lsh_band", "lsh_band_recent"):
+                session.execute(
+                    text(f"DELETE FROM {bands} WHERE article_id = :i"), {"i": article_id}
+                )
             session.execute(
                 text("DELETE FROM article_topic WHERE article_id = :i"), {"i": article_id}
             )

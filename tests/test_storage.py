@@ -8,7 +8,7 @@ from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from storage.alerts import AlertFilter, list_alerts
 from storage.articles import _processed, duplicate_clusters, get_article, list_articles
@@ -164,6 +164,52 @@ def test_different_story_is_not_a_duplicate(store: Any) -> None:
         ),
     )
     assert len(other.stored) == 1 and other.duplicates == []
+
+
+def _band_rows(engine: Any) -> tuple[int, int, int]:
+    """(rows in lsh_band, rows in lsh_band_recent, newest merged article id)."""
+    with engine.connect() as conn:
+        return (
+            conn.execute(text("SELECT count(*) FROM lsh_band")).scalar_one(),
+            conn.execute(text("SELECT count(*) FROM lsh_band_recent")).scalar_one(),
+            conn.execute(text("SELECT merged_through FROM lsh_band_state")).scalar_one(),
+        )
+
+
+def test_near_copies_are_found_before_and_after_their_bands_are_merged(
+    store: Any, monkeypatch: Any
+) -> None:
+    import storage.articles
+
+    _, engine = store
+    before = _band_rows(engine)
+    first = ingest(store, "feed:a", ("a1", "Cost-sharing talks resume", STORY))
+    [original] = first.stored
+    waiting = _band_rows(engine)
+    assert waiting[0] == before[0] and waiting[1] > before[1]  # new bands wait apart
+    copy = ingest(store, "feed:b", ("b7", "Allies resume cost talks", COPY))
+    assert get_article(engine, copy.duplicates[0])["duplicate_of"] == original
+
+    # Past the limit, ingest moves every waiting band into lsh_band, none lost.
+    pending = _band_rows(engine)
+    monkeypatch.setattr(storage.articles, "RECENT_BAND_ARTICLES", 0)
+    third = ingest(store, "feed:c", ("c3", "Cost talks", COPY.replace("morning", "afternoon")))
+    [third_id] = third.duplicates
+    assert get_article(engine, third_id)["duplicate_of"] == original
+    main, recent, merged = _band_rows(engine)
+    with engine.connect() as conn:
+        own = conn.execute(
+            text("SELECT count(*) FROM lsh_band WHERE article_id = :i"), {"i": third_id}
+        ).scalar_one()
+    assert own > 0 and recent == 0 and merged == third_id
+    assert main == pending[0] + pending[1] + own
+
+    # Below the limit again: the next copy's bands wait, and it finds the merged ones.
+    monkeypatch.setattr(storage.articles, "RECENT_BAND_ARTICLES", 10_000)
+    fourth = ingest(store, "feed:d", ("d4", "Cost talks", COPY.replace("morning", "evening")))
+    assert get_article(engine, fourth.duplicates[0])["duplicate_of"] == original
+    after = _band_rows(engine)
+    assert after[0] == main and after[1] > 0 and after[2] == merged
 
 
 def test_alert_search_and_topic_filter(store: Any) -> None:
