@@ -62,6 +62,9 @@ class IngestResult:
     duplicates: list[int] = field(default_factory=list)
     skipped: int = 0
     alerts: list[int] = field(default_factory=list)
+    # The new alerts to send now: pending, of a rule with channels and no digest. Only
+    # these need a delivery task; the others are stored or wait for their digest.
+    to_send: list[int] = field(default_factory=list)
 
 
 def lock_for_ingest(session: Session) -> None:
@@ -491,8 +494,14 @@ def ingest(
         # only ingest inserts alerts, under the lock: the new ones are above the mark.
         mark = int(sql.value("SELECT coalesce(max(id), 0) FROM alert") or 0)
         sql.insert_many(tables["alert"], _ALERT_COLUMNS, alert_rows, skip_conflicts=True)
-        result.alerts = [
-            int(r[0]) for r in sql.rows("SELECT id FROM alert WHERE id > ? ORDER BY id", [mark])
+        new_alerts = sql.rows(
+            "SELECT a.id, a.status, r.digest FROM alert a JOIN rule r ON r.id = a.rule_id "
+            "WHERE a.id > ? ORDER BY a.id",
+            [mark],
+        )
+        result.alerts = [int(r[0]) for r in new_alerts]
+        result.to_send = [
+            int(r[0]) for r in new_alerts if r[1] == "pending" and r[2] == "immediate"
         ]
     return result
 

@@ -78,7 +78,11 @@ def schedule_due_feeds() -> int:
 # MAX_UNFINISHED_CLAIMS attempts instead of being redelivered forever.
 @shared_task(name="newswatch.fetch_feed", reject_on_worker_lost=False, **RETRY)
 def fetch_feed(feed_id: int) -> dict[str, Any]:
-    """Fetch one feed, store its new entries, and enqueue delivery of new alerts."""
+    """Fetch one feed, store its new entries, and enqueue delivery of new alerts.
+
+    Only alerts to send now get a task: one per stored-only alert (a rule without
+    channels) cost a task and a transaction each, and queued ahead of the next fetches.
+    """
     runtime = get_runtime()
     settings = runtime.settings
     target = get_target(runtime.engine, feed_id)
@@ -92,7 +96,7 @@ def fetch_feed(feed_id: int) -> dict[str, Any]:
         threshold=settings.near_duplicate_threshold,
         max_backoff=settings.max_backoff_seconds,
     )
-    for alert_id in report.alerts:
+    for alert_id in report.to_send:
         deliver_alert.delay(alert_id)
     return {
         "feed_id": feed_id,
@@ -118,7 +122,7 @@ def process_articles(
         feed_id=feed_id,
         threshold=runtime.settings.near_duplicate_threshold,
     )
-    for alert_id in result.alerts:
+    for alert_id in result.to_send:
         deliver_alert.delay(alert_id)
     return {
         "stored": len(result.stored),

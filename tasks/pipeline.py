@@ -103,4 +103,5 @@ def process_entries(
         total.duplicates += result.duplicates
         total.skipped += result.skipped + (min(BATCH_SIZE, len(entries) - start) - len(batch))
         total.alerts += result.alerts
+        total.to_send += result.to_send
     return total

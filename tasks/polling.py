@@ -64,6 +64,7 @@ class PollReport:
     stored: int = 0
     duplicates: int = 0
     alerts: list[int] = field(default_factory=list)
+    to_send: list[int] = field(default_factory=list)  # see `IngestResult.to_send`
 
 
 def download(target: FeedTarget, policy: FetchPolicy, client: httpx.Client | None) -> Download:
@@ -184,7 +185,7 @@ def store_downloads(
                 )
                 report.stored = len(result.stored)
                 report.duplicates = len(result.duplicates)
-                report.alerts = result.alerts
+                report.alerts, report.to_send = result.alerts, result.to_send
             reports.append(report)
         record_fetches(
             session,

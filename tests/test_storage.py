@@ -166,6 +166,18 @@ def test_different_story_is_not_a_duplicate(store: Any) -> None:
     assert len(other.stored) == 1 and other.duplicates == []
 
 
+def test_only_alerts_to_send_now_are_handed_to_delivery(store: Any) -> None:
+    _, engine = store
+    hook = "json://127.0.0.1:9/hook"
+    add_rule(engine, name="stored", query="honolulu", topics=[], channels=[])
+    add_rule(engine, name="now", query="honolulu", topics=[], channels=[hook])
+    add_rule(engine, name="daily", query="honolulu", topics=[], channels=[hook], digest="daily")
+    result = ingest(store, "feed:a", ("a1", "Cost-sharing talks resume", STORY))
+    by_rule = {a["rule"]: a["id"] for a in list_alerts(engine, AlertFilter())}
+    assert sorted(result.alerts) == sorted(by_rule.values()) and len(by_rule) == 3
+    assert result.to_send == [by_rule["now"]]
+
+
 def _band_rows(engine: Any) -> tuple[int, int, int]:
     """(rows in lsh_band, rows in lsh_band_recent, newest merged article id)."""
     with engine.connect() as conn:
