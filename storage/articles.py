@@ -485,7 +485,7 @@ def ingest(
     sql.insert_many(tables["article_signature"], ("article_id", "signature"), signature_rows)
     if band_rows:
         sql.insert_many(tables["lsh_band_recent"], ("key", "article_id"), band_rows)
-        merge_recent_bands(sql, newest=placed[-1][1])
+        _merge_recent_bands(sql, newest=placed[-1][1])
     sql.insert_many(tables["article_topic"], ("article_id", "slug", "score", "phrases"), tag_rows)
     alert_rows = _alert_rows(sql, placed, rules, now)
     if alert_rows:
@@ -549,24 +549,22 @@ def _unseen(
     return fresh
 
 
-def merge_recent_bands(sql: _Sql, *, newest: int, limit: int | None = None) -> bool:
-    """Move lsh_band_recent into lsh_band once it holds more than `limit` articles' bands.
+def _merge_recent_bands(sql: _Sql, *, newest: int) -> None:
+    """Move lsh_band_recent into lsh_band once it holds more than RECENT_BAND_ARTICLES'.
 
     `newest` is the newest article id stored. Key order lets the insert fill each page of
     the large index once; the caller's transaction (which holds the ingest lock) makes
-    the move atomic. Returns whether a merge ran.
+    the move atomic.
     """
-    limit = RECENT_BAND_ARTICLES if limit is None else limit
     merged = int(sql.value("SELECT merged_through FROM lsh_band_state WHERE id = 1") or 0)
-    if newest - merged <= limit:
-        return False
+    if newest - merged <= RECENT_BAND_ARTICLES:
+        return
     sql.execute(
         "INSERT INTO lsh_band (key, article_id) "
         "SELECT key, article_id FROM lsh_band_recent ORDER BY key, article_id"
     )
     sql.execute("DELETE FROM lsh_band_recent")
     sql.execute("UPDATE lsh_band_state SET merged_through = ? WHERE id = 1", [newest])
-    return True
 
 
 def _alert_rows(
