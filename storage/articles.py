@@ -9,24 +9,21 @@ impossible to store twice.
 
 from __future__ import annotations
 
-import logging
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache, lru_cache
 from itertools import repeat
-from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import Engine, func, select, text
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.dialects.postgresql import psycopg
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
-from storage.engine import read_snapshot, session_scope
+from storage.engine import session_scope
 from storage.models import (
     Alert,
     Article,
@@ -41,21 +38,10 @@ from tasks.fingerprint import Fingerprint, best_match
 from tasks.models import Article as ArticleData
 from tasks.models import Match, TopicTag
 
-log = logging.getLogger(__name__)
-
 # Arbitrary constant naming the ingest lock among PostgreSQL advisory locks.
 INGEST_LOCK_KEY = 0x6E657773  # "news"
 # Never verify more than this many near-duplicate candidates for one article.
 MAX_CANDIDATES = 200
-
-
-@dataclass(frozen=True, slots=True)
-class StoredCandidates:
-    """An article's near-duplicate candidates among the stored articles with ids up to
-    `mark`, looked up before the ingest lock is taken (`with_stored_candidates`)."""
-
-    mark: int
-    rows: tuple[tuple[int, int, bytes], ...]  # (article id, shared bands, signature)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +52,6 @@ class PreparedArticle:
     fingerprint: Fingerprint
     tags: tuple[TopicTag, ...] = ()
     matches: tuple[Match, ...] = ()
-    candidates: StoredCandidates | None = None
 
 
 @dataclass(slots=True)
@@ -103,16 +88,11 @@ class _Sql:
     are stored exactly as the ORM would store them.
     """
 
-    def __init__(self, cursor: Any, dialect: Any) -> None:
-        self.dialect = dialect
-        self._qmark = dialect.paramstyle == "qmark"
-        self._cursor = cursor
-
-    @classmethod
-    def of(cls, session: Session) -> _Sql:
-        """Statements in the session's transaction."""
+    def __init__(self, session: Session) -> None:
         conn = session.connection()
-        return cls(conn.connection.cursor(), conn.dialect)
+        self.dialect = conn.dialect
+        self._qmark = self.dialect.paramstyle == "qmark"
+        self._cursor = conn.connection.cursor()
 
     def _sql(self, sql: str) -> str:
         return sql if self._qmark else sql.replace("?", "%s")
@@ -128,26 +108,11 @@ class _Sql:
             return f"{column} IN ({_placeholders(len(values))})", list(values)
         return f"{column} = ANY(?)", [list(values)]
 
-    def candidates(self, keys: Sequence[int], *, upto: int | None = None) -> list[Any]:
-        """(article_id, shared bands, signature) of the top-ranked stored articles.
-
-        With `upto`, among the articles with an id up to it only.
-        """
+    def candidates(self, keys: Sequence[int]) -> list[Any]:
+        """(article_id, shared bands, signature, story_id) of the top-ranked stored articles."""
         where, params = self.among("key", keys)
-        if upto is None:
-            sql = _CANDIDATES_SQL.format(keys=where, limit=MAX_CANDIDATES)
-            rows = self.rows(sql, params * 2)
-        else:
-            sql = _CANDIDATES_UPTO_SQL.format(keys=where, limit=MAX_CANDIDATES)
-            rows = self.rows(sql, [*params, upto] * 2)
+        rows = self.rows(_CANDIDATES_SQL.format(keys=where, limit=MAX_CANDIDATES), params * 2)
         return [r for r in rows if r[2] is not None]
-
-    def recent_candidates(self, keys: Sequence[int], *, after: int) -> list[Any]:
-        """`candidates` among the articles with an id above `after` whose bands are still
-        in lsh_band_recent (all of them when `after` >= lsh_band_state.merged_through)."""
-        where, params = self.among("key", keys)
-        sql = _RECENT_CANDIDATES_SQL.format(keys=where, limit=MAX_CANDIDATES)
-        return [r for r in self.rows(sql, [*params, after]) if r[2] is not None]
 
     def rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         """All rows of a query."""
@@ -261,45 +226,24 @@ def _dialect(name: str) -> Any:
     return psycopg.dialect() if name == "postgresql" else sqlite.dialect()
 
 
-# Signatures are fetched by a scalar subquery, one primary-key probe per ranked
-# candidate: as a join, PostgreSQL's generic plan hash-joined the whole signature table
-# on every look-up. A band whose article is gone has no signature and is dropped. The
-# story is read for the best match only (`DedupLookup.find`): reading it for every
-# candidate touched an article page each (wide rows, the text), and at 50,000 stored
-# articles that made the query ~1.5x slower through page-cache misses.
+# Signatures and stories are fetched by scalar subqueries, one primary-key probe per
+# ranked candidate: as joins, PostgreSQL's generic plan hash-joined the whole signature
+# table on every look-up. A band whose article is gone has no signature and is dropped.
 _CANDIDATES_SQL = (
     "SELECT r.article_id, r.shared, "
-    "(SELECT s.signature FROM article_signature s WHERE s.article_id = r.article_id) FROM "
+    "(SELECT s.signature FROM article_signature s WHERE s.article_id = r.article_id), "
+    "(SELECT a.story_id FROM article a WHERE a.id = r.article_id) FROM "
     "(SELECT article_id, count(*) AS shared FROM "
     "(SELECT article_id FROM lsh_band WHERE {keys} "
     "UNION ALL SELECT article_id FROM lsh_band_recent WHERE {keys}) AS b "
     "GROUP BY article_id ORDER BY shared DESC LIMIT {limit}) AS r"
 )
-_CANDIDATES_UPTO_SQL = (
-    "SELECT r.article_id, r.shared, "
-    "(SELECT s.signature FROM article_signature s WHERE s.article_id = r.article_id) FROM "
-    "(SELECT article_id, count(*) AS shared FROM "
-    "(SELECT article_id FROM lsh_band WHERE {keys} AND article_id <= ? "
-    "UNION ALL SELECT article_id FROM lsh_band_recent WHERE {keys} AND article_id <= ?) AS b "
-    "GROUP BY article_id ORDER BY shared DESC LIMIT {limit}) AS r"
-)
-_RECENT_CANDIDATES_SQL = (
-    "SELECT r.article_id, r.shared, "
-    "(SELECT s.signature FROM article_signature s WHERE s.article_id = r.article_id) FROM "
-    "(SELECT article_id, count(*) AS shared FROM lsh_band_recent "
-    "WHERE {keys} AND article_id > ? "
-    "GROUP BY article_id ORDER BY shared DESC LIMIT {limit}) AS r"
-)
 
-# New bands wait in lsh_band_recent (40 rows per article) and are merged into lsh_band
-# (migration 0004) this many articles at a time. With one commit per feed of 50
-# entries, storing a band cost ~3.5x less at 50,000 stored articles than writing
+# Bands of at most about this many articles wait in lsh_band_recent (40 rows each)
+# before they are merged into lsh_band (migration 0004). With one commit per feed of
+# 50 entries, storing a band cost ~3.5x less at 50,000 stored articles than writing
 # straight into lsh_band; merging every 1,250 articles measured about the same.
 RECENT_BAND_ARTICLES = 2500
-# The bands of the newest this-many articles are never merged: a look-up done ahead of
-# the lock (`with_stored_candidates`) up to a mark that recent is then completed from
-# lsh_band_recent alone, which is small and hot, instead of probing lsh_band again.
-RECENT_BAND_KEEP = 10_000
 
 
 class DedupLookup:
@@ -309,11 +253,9 @@ class DedupLookup:
     the same batch is found here in memory instead of in the tables.
     """
 
-    def __init__(self, sql: _Sql, threshold: float, *, merged_through: int | None = None) -> None:
+    def __init__(self, sql: _Sql, threshold: float) -> None:
         self._sql = sql
         self._threshold = threshold
-        # Every band of an article above this id is in lsh_band_recent (None: unknown).
-        self._merged_through = merged_through
         self._stored_hashes: dict[str, int] = {}
         self._batch_hashes: dict[str, int] = {}
         # Band key -> the first batch article with it; later ones (rare) in _more_bands.
@@ -332,20 +274,13 @@ class DedupLookup:
         # Descending ids: the oldest article with the hash is written last and wins.
         self._stored_hashes.update({h: story for h, story in rows})
 
-    def find(
-        self,
-        fp: Fingerprint,
-        text: str | None = None,
-        prior: StoredCandidates | None = None,
-    ) -> tuple[int, float] | None:
+    def find(self, fp: Fingerprint, text: str | None = None) -> tuple[int, float] | None:
         """(story id, similarity) of the story `fp` copies, if any.
 
         One indexed query ranks the stored articles sharing a band by how many bands they
         share and returns their signatures; only those are verified, so the cost stays
         flat as the store grows (benchmarks/lookup.py). Given the article's `text`,
         borderline estimates are settled on the exact shingles of the few candidates.
-        Given the `prior` candidates up to a mark, only the articles stored since are
-        looked up (`_stored_candidates`).
         """
         exact = self._batch_hashes.get(fp.text_hash) or self._stored_hashes.get(fp.text_hash)
         if exact is not None:
@@ -353,7 +288,9 @@ class DedupLookup:
         if fp.shingle_count == 0 or not fp.band_keys:
             return None
         keys = sorted(set(fp.band_keys))
-        ranked = self._stored_candidates(keys, prior)
+        rows = self._sql.candidates(keys)
+        stories = {int(r[0]): r[3] for r in rows}
+        ranked = [(int(r[1]), int(r[0]), bytes(r[2])) for r in rows]
         hits = self._band_owner.keys() & keys
         shared = Counter(self._band_owner[key] for key in hits)
         for key in hits & self._more_bands.keys():
@@ -370,40 +307,8 @@ class DedupLookup:
         if best is None:
             return None
         article_id, score = best
-        if article_id in self._batch:
-            return self._batch[article_id][1], score
-        stored = self._sql.rows("SELECT story_id FROM article WHERE id = ?", [article_id])
-        if not stored:  # deleted since the prior look-up: look up again, in the store
-            return self.find(fp, text)
-        story = stored[0][0]
+        story = self._batch[article_id][1] if article_id in self._batch else stories[article_id]
         return (story if story is not None else article_id), score
-
-    def _stored_candidates(
-        self, keys: list[int], prior: StoredCandidates | None
-    ) -> list[tuple[int, int, bytes]]:
-        """(shared bands, article id, signature) of the stored candidates, best first.
-
-        The prior look-up plus the articles stored since its mark rank exactly as one
-        look-up now would, since an article's bands are all stored at once: it is used
-        when the bands above the mark are all still in lsh_band_recent, and when its
-        list was not cut at MAX_CANDIDATES (a cut list might miss articles that the
-        new ones would push out).
-        """
-        usable = (
-            prior is not None
-            and self._merged_through is not None
-            and prior.mark >= self._merged_through
-            and len(prior.rows) < MAX_CANDIDATES
-        )
-        if not usable or prior is None:
-            rows = self._sql.candidates(keys)
-            return [(int(r[1]), int(r[0]), bytes(r[2])) for r in rows]
-        since = self._sql.recent_candidates(keys, after=prior.mark)
-        ranked = [(shared, aid, sig) for aid, shared, sig in prior.rows]
-        ranked += [(int(r[1]), int(r[0]), bytes(r[2])) for r in since]
-        if since:
-            ranked.sort(key=itemgetter(0), reverse=True)
-        return ranked[:MAX_CANDIDATES]
 
     def add(self, article_id: int, story_id: int, fp: Fingerprint, text: str) -> None:
         """Make an article of this batch findable before it is written."""
@@ -426,50 +331,11 @@ class DedupLookup:
         return texts
 
 
-def with_stored_candidates(
-    engine: Engine,
-    *,
-    origin: str,
-    feed_id: int | None,
-    items: Sequence[PreparedArticle],
-) -> list[PreparedArticle]:
-    """`items` with their near-duplicate candidates among the articles stored so far.
-
-    Read-only, in a snapshot that takes no lock: done ahead of `ingest` (in a
-    preparation process, or before a worker waits for the ingest lock), it takes the
-    costliest query of a look-up out of the critical section, and `ingest` then looks
-    up only the articles stored since. Items already stored (same guid or URL) are
-    left as they are, and so is every item when the store cannot be read: `ingest`
-    then looks them up in full.
-    """
-    if not items:
-        return list(items)
-    try:
-        with read_snapshot(engine) as conn:
-            sql = _Sql(conn.cursor(), engine.dialect)
-            # Read first: every article up to the mark is committed (ids are taken under
-            # the ingest lock), whatever a read-committed transaction sees later.
-            mark = int(sql.value("SELECT coalesce(max(id), 0) FROM article") or 0)
-            fresh = {id(item) for item in _unseen(sql, origin, feed_id, items)}
-            looked_up = []
-            for item in items:
-                fp = item.fingerprint
-                if id(item) in fresh and fp.shingle_count and fp.band_keys:
-                    rows = sql.candidates(sorted(set(fp.band_keys)), upto=mark)
-                    found = tuple((int(r[0]), int(r[1]), bytes(r[2])) for r in rows)
-                    item = replace(item, candidates=StoredCandidates(mark, found))
-                looked_up.append(item)
-            return looked_up
-    except (SQLAlchemyError, engine.dialect.loaded_dbapi.Error) as exc:
-        log.warning("near-duplicate look-up ahead of storing failed, storing will: %s", exc)
-        return list(items)
-
-
 def find_original(
     session: Session, fp: Fingerprint, threshold: float, text: str | None = None
 ) -> tuple[int, float] | None:
     """The story id a fingerprint duplicates among stored articles (exact, then LSH)."""
-    lookup = DedupLookup(_Sql.of(session), threshold)
+    lookup = DedupLookup(_Sql(session), threshold)
     lookup.preload_hashes([fp.text_hash])
     return lookup.find(fp, text)
 
@@ -482,7 +348,7 @@ def near_duplicate_candidates(
     Ranking by shared bands keeps a true copy (which shares many) inside MAX_CANDIDATES
     even when a common band value brings in many unrelated articles.
     """
-    return [(int(r[0]), bytes(r[2])) for r in _Sql.of(session).candidates(sorted(set(band_keys)))]
+    return [(int(r[0]), bytes(r[2])) for r in _Sql(session).candidates(sorted(set(band_keys)))]
 
 
 _ARTICLE_COLUMNS = (
@@ -567,14 +433,13 @@ def ingest(
     if not items:
         return result
     lock_for_ingest(session)
-    sql = _Sql.of(session)
+    sql = _Sql(session)
     fresh = _unseen(sql, origin, feed_id, items)
     result.skipped = len(items) - len(fresh)
     if not fresh:
         return result
     rules = _rules(sql)
-    merged = int(sql.value("SELECT merged_through FROM lsh_band_state WHERE id = 1") or 0)
-    lookup = DedupLookup(sql, threshold, merged_through=merged)
+    lookup = DedupLookup(sql, threshold)
     lookup.preload_hashes([item.fingerprint.text_hash for item in fresh])
     now = utcnow()
     article_rows: list[tuple[Any, ...]] = []
@@ -584,7 +449,7 @@ def ingest(
     placed: list[tuple[PreparedArticle, int, int, bool]] = []  # item, id, story, is copy
     for item, article_id in zip(fresh, _reserve_article_ids(sql, len(fresh)), strict=True):
         data, fp = item.article, item.fingerprint
-        original = lookup.find(fp, data.text or data.title, item.candidates)
+        original = lookup.find(fp, data.text or data.title)
         story_id = original[0] if original else article_id
         lookup.add(article_id, story_id, fp, data.text or data.title)
         article_rows.append(
@@ -620,7 +485,7 @@ def ingest(
     sql.insert_many(tables["article_signature"], ("article_id", "signature"), signature_rows)
     if band_rows:
         sql.insert_many(tables["lsh_band_recent"], ("key", "article_id"), band_rows)
-        _merge_recent_bands(sql, newest=placed[-1][1], merged=merged)
+        _merge_recent_bands(sql, newest=placed[-1][1])
     sql.insert_many(tables["article_topic"], ("article_id", "slug", "score", "phrases"), tag_rows)
     alert_rows = _alert_rows(sql, placed, rules, now)
     if alert_rows:
@@ -684,24 +549,22 @@ def _unseen(
     return fresh
 
 
-def _merge_recent_bands(sql: _Sql, *, newest: int, merged: int) -> None:
-    """Move the bands of all but the newest RECENT_BAND_KEEP articles into lsh_band, once
-    there are RECENT_BAND_ARTICLES to move.
+def _merge_recent_bands(sql: _Sql, *, newest: int) -> None:
+    """Move lsh_band_recent into lsh_band once it holds more than RECENT_BAND_ARTICLES'.
 
-    `newest` is the newest article id stored, `merged` lsh_band_state.merged_through.
-    Key order lets the insert fill each page of the large index once; the caller's
-    transaction (which holds the ingest lock) makes the move atomic.
+    `newest` is the newest article id stored. Key order lets the insert fill each page of
+    the large index once; the caller's transaction (which holds the ingest lock) makes
+    the move atomic.
     """
-    through = newest - RECENT_BAND_KEEP
-    if through - merged < RECENT_BAND_ARTICLES:
+    merged = int(sql.value("SELECT merged_through FROM lsh_band_state WHERE id = 1") or 0)
+    if newest - merged <= RECENT_BAND_ARTICLES:
         return
     sql.execute(
-        "INSERT INTO lsh_band (key, article_id) SELECT key, article_id FROM lsh_band_recent "
-        "WHERE article_id <= ? ORDER BY key, article_id",
-        [through],
+        "INSERT INTO lsh_band (key, article_id) "
+        "SELECT key, article_id FROM lsh_band_recent ORDER BY key, article_id"
     )
-    sql.execute("DELETE FROM lsh_band_recent WHERE article_id <= ?", [through])
-    sql.execute("UPDATE lsh_band_state SET merged_through = ? WHERE id = 1", [through])
+    sql.execute("DELETE FROM lsh_band_recent")
+    sql.execute("UPDATE lsh_band_state SET merged_through = ? WHERE id = 1", [newest])
 
 
 def _alert_rows(

@@ -109,27 +109,6 @@ def session_scope(engine: Engine) -> Iterator[Session]:
         raise
 
 
-@contextmanager
-def read_snapshot(engine: Engine) -> Iterator[Any]:
-    """A DBAPI connection in a read-only transaction that takes no write lock.
-
-    For reads done ahead of a writer's transaction, while another process may hold the
-    lock: sessions on SQLite begin with BEGIN IMMEDIATE (see `_configure_sqlite`), this
-    one with a plain BEGIN, a snapshot of the WAL. On PostgreSQL it is an ordinary
-    read-committed transaction. Always rolled back.
-    """
-    conn = engine.raw_connection()
-    try:
-        if engine.dialect.name == "sqlite":
-            conn.cursor().execute("BEGIN")
-        yield conn
-    finally:
-        try:
-            conn.rollback()
-        finally:
-            conn.close()
-
-
 def is_connection_error(exc: OperationalError) -> bool:
     """True when the error means the database cannot be reached, not a query fault."""
     text = str(exc.orig).lower() if exc.orig is not None else str(exc).lower()

@@ -20,8 +20,8 @@ from queue import Empty, SimpleQueue
 import httpx
 from sqlalchemy import Engine
 
-from storage.articles import PreparedArticle, ingest, with_stored_candidates
-from storage.engine import dispose_engines, get_engine, session_scope
+from storage.articles import PreparedArticle, ingest
+from storage.engine import dispose_engines, session_scope
 from storage.feeds import FeedTarget, FetchOutcome, record_fetches
 from storage.models import utcnow
 from tasks.fetch import FetchPolicy, FetchResult, fetch_url
@@ -165,19 +165,7 @@ def store_downloads(
     as much as storing one article (benchmarks/ingest.py).
     """
     if prepared is None:
-        # Prepared and looked up before the write transaction, so that the ingest lock
-        # is held only for what was stored since (`with_stored_candidates`).
-        prepared = [
-            with_stored_candidates(
-                engine,
-                origin=_origin(item.target),
-                feed_id=item.target.id,
-                items=prepare(item.entries, matchers),
-            )
-            if item.entries
-            else []
-            for item in items
-        ]
+        prepared = [prepare(item.entries, matchers) if item.entries else [] for item in items]
     reports = []
     now = utcnow()
     with session_scope(engine) as session:
@@ -189,7 +177,7 @@ def store_downloads(
             if batch:
                 result = ingest(
                     engine,
-                    origin=_origin(target),
+                    origin=f"feed:{target.id}",
                     feed_id=target.id,
                     items=batch,
                     threshold=threshold,
@@ -208,36 +196,22 @@ def store_downloads(
     return reports
 
 
-def _origin(target: FeedTarget) -> str:
-    """The origin `ingest` stores a feed's articles under."""
-    return f"feed:{target.id}"
-
-
 Prepared = tuple[Download, list[PreparedArticle]]
 
-# The matchers and database a forked preparation process uses: set in the parent just
-# before the fork, so children inherit them instead of unpickling automata.
+# The matchers a forked preparation process uses: set in the parent just before the
+# fork, so children inherit them instead of unpickling automata.
 _forked_matchers: Matchers | None = None
-_forked_database_url: str | None = None
 
 
 def _parse_and_prepare(target: FeedTarget, result: FetchResult) -> Prepared:
     """CPU half of polling one feed, run in a preparation process.
 
-    Also looks up the entries' near-duplicate candidates (`with_stored_candidates`):
-    the storing process is the poll's bottleneck, and this query was a third of its
-    work per entry. The raw entries stay here: sending them back with the prepared
-    articles doubled the pickling, and the storing process needs only their count
-    (`outcome.entries`).
+    The raw entries stay here: sending them back with the prepared articles doubled
+    the pickling, and the storing process needs only their count (`outcome.entries`).
     """
-    assert _forked_matchers is not None and _forked_database_url is not None
+    assert _forked_matchers is not None
     item = interpret(target, result)
     batch = prepare(item.entries, _forked_matchers) if item.entries else []
-    if batch:
-        engine = get_engine(_forked_database_url)
-        batch = with_stored_candidates(
-            engine, origin=_origin(target), feed_id=target.id, items=batch
-        )
     return Download(item.target, item.outcome), batch
 
 
@@ -254,9 +228,7 @@ def _groups(ready: list[Prepared], max_entries: int) -> Iterator[list[Prepared]]
         yield group
 
 
-def _preparation_pool(
-    matchers: Matchers, database_url: str, processes: int
-) -> ProcessPoolExecutor | None:
+def _preparation_pool(matchers: Matchers, processes: int) -> ProcessPoolExecutor | None:
     """Worker processes for parsing and preparing entries.
 
     Parsing, normalizing, fingerprinting and matching are pure Python CPU work: threads
@@ -265,10 +237,10 @@ def _preparation_pool(
     Call it only while no other thread of this process can hold a lock (see
     `_Downloads.pause`): a fork copies locks as they are.
     """
-    global _forked_matchers, _forked_database_url
+    global _forked_matchers
     if processes <= 1 or sys.platform == "win32":
         return None
-    _forked_matchers, _forked_database_url = matchers, database_url
+    _forked_matchers = matchers
     pool = ProcessPoolExecutor(
         max_workers=processes,
         mp_context=multiprocessing.get_context("fork"),
@@ -425,13 +397,8 @@ def poll_targets(
     of a poll where every feed answers 304.
     """
     reports: list[PollReport] = []
-    database_url = engine.url.render_as_string(hide_password=False)
     use_pool = len(targets) > 1 and processes > 1 and sys.platform != "win32"
-    cpu = (
-        _preparation_pool(matchers, database_url, processes)
-        if use_pool and _expects_content(targets)
-        else None
-    )
+    cpu = _preparation_pool(matchers, processes) if use_pool and _expects_content(targets) else None
     # When the first changed feed arrives without a pool: pause the downloads until
     # this moment at most, then fork (once) if they are idle, or go on without.
     pause_until: float | None = None
@@ -486,7 +453,7 @@ def poll_targets(
                         downloads.idle() or time.monotonic() >= pause_until
                     ):
                         if downloads.idle() and downloads.left():
-                            cpu = _preparation_pool(matchers, database_url, processes)
+                            cpu = _preparation_pool(matchers, processes)
                         downloads.resume()
                         pause_until, pool_tried = None, True
                     outstanding -= len(ready)

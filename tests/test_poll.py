@@ -203,9 +203,9 @@ def forks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     seen: list[int] = []
     real_pool = tasks.polling._preparation_pool
 
-    def counted(matchers: Any, database_url: str, processes: int) -> Any:
+    def counted(matchers: Any, processes: int) -> Any:
         seen.append(processes)
-        return real_pool(matchers, database_url, processes)
+        return real_pool(matchers, processes)
 
     monkeypatch.setattr(tasks.polling, "_preparation_pool", counted)
     return seen

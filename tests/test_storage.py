@@ -6,22 +6,12 @@ import json
 from datetime import timedelta
 from typing import Any
 
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import func, select, text
 
 from storage.alerts import AlertFilter, list_alerts
-from storage.articles import (
-    IngestResult,
-    PreparedArticle,
-    _processed,
-    duplicate_clusters,
-    get_article,
-    list_articles,
-    with_stored_candidates,
-)
-from storage.articles import ingest as store_articles
+from storage.articles import _processed, duplicate_clusters, get_article, list_articles
 from storage.engine import session_scope
 from storage.feeds import (
     MAX_UNFINISHED_CLAIMS,
@@ -34,7 +24,7 @@ from storage.feeds import (
 from storage.models import Alert, Article, utcnow
 from storage.rules import add_rule
 from tasks.models import RawEntry
-from tasks.pipeline import prepare, process_entries
+from tasks.pipeline import process_entries
 from worker.bootstrap import initialize
 from worker.runtime import get_runtime
 
@@ -212,85 +202,26 @@ def test_near_copies_are_found_before_and_after_their_bands_are_merged(
     copy = ingest(store, "feed:b", ("b7", "Allies resume cost talks", COPY))
     assert get_article(engine, copy.duplicates[0])["duplicate_of"] == original
 
-    # Past the limit, ingest moves the waiting bands into lsh_band, none lost, but for
-    # those of the newest articles (here one), which stay behind for look-ups done ahead.
+    # Past the limit, ingest moves every waiting band into lsh_band, none lost.
     pending = _band_rows(engine)
     monkeypatch.setattr(storage.articles, "RECENT_BAND_ARTICLES", 0)
-    monkeypatch.setattr(storage.articles, "RECENT_BAND_KEEP", 1)
     third = ingest(store, "feed:c", ("c3", "Cost talks", COPY.replace("morning", "afternoon")))
     [third_id] = third.duplicates
     assert get_article(engine, third_id)["duplicate_of"] == original
     main, recent, merged = _band_rows(engine)
     with engine.connect() as conn:
         own = conn.execute(
-            text("SELECT count(*) FROM lsh_band_recent WHERE article_id = :i"), {"i": third_id}
+            text("SELECT count(*) FROM lsh_band WHERE article_id = :i"), {"i": third_id}
         ).scalar_one()
-    assert own > 0 and recent == own and merged == third_id - 1
-    assert main + recent == pending[0] + pending[1] + own
+    assert own > 0 and recent == 0 and merged == third_id
+    assert main == pending[0] + pending[1] + own
 
     # Below the limit again: the next copy's bands wait, and it finds the merged ones.
     monkeypatch.setattr(storage.articles, "RECENT_BAND_ARTICLES", 10_000)
     fourth = ingest(store, "feed:d", ("d4", "Cost talks", COPY.replace("morning", "evening")))
     assert get_article(engine, fourth.duplicates[0])["duplicate_of"] == original
     after = _band_rows(engine)
-    assert after[0] == main and after[1] > recent and after[2] == merged
-
-
-def _prepared(store: Any, guid: str, html: str) -> list[PreparedArticle]:
-    settings, engine = store
-    raw = RawEntry(guid=guid, url=f"https://news.example/{guid}", title="Cost talks", content=html)
-    return prepare([raw], get_runtime(settings).matchers.get(engine))
-
-
-def _store_prepared(store: Any, origin: str, items: list[PreparedArticle]) -> IngestResult:
-    settings, engine = store
-    return store_articles(
-        engine,
-        origin=origin,
-        feed_id=None,
-        items=items,
-        threshold=settings.near_duplicate_threshold,
-    )
-
-
-def test_candidates_looked_up_ahead_skip_stored_entries_and_find_stored_copies(
-    store: Any,
-) -> None:
-    _, engine = store
-    [original] = ingest(store, "feed:a", ("a1", "Cost-sharing talks resume", STORY)).stored
-    again = _prepared(store, "a1", STORY)
-    [seen] = with_stored_candidates(engine, origin="feed:a", feed_id=None, items=again)
-    assert seen.candidates is None  # already stored: nothing to look up
-    [copy] = with_stored_candidates(
-        engine, origin="feed:b", feed_id=None, items=_prepared(store, "b1", COPY)
-    )
-    assert copy.candidates is not None and copy.candidates.mark >= original
-    assert original in [row[0] for row in copy.candidates.rows]
-    result = _store_prepared(store, "feed:b", [copy])
-    assert get_article(engine, result.duplicates[0])["duplicate_of"] == original
-
-
-@pytest.mark.parametrize("merged_since", [False, True], ids=["bands-waiting", "bands-merged"])
-def test_a_look_up_done_ahead_also_finds_what_was_stored_since(
-    store: Any, monkeypatch: Any, merged_since: bool
-) -> None:
-    import storage.articles
-
-    _, engine = store
-    # Looked up before the original exists (as a preparation process may, while the
-    # storing process is busy with the feed that brings the original).
-    [copy] = with_stored_candidates(
-        engine, origin="feed:b", feed_id=None, items=_prepared(store, "b1", COPY)
-    )
-    assert copy.candidates is not None
-    if merged_since:  # the original's bands then move to lsh_band at once
-        monkeypatch.setattr(storage.articles, "RECENT_BAND_ARTICLES", 0)
-        monkeypatch.setattr(storage.articles, "RECENT_BAND_KEEP", 0)
-    [original] = ingest(store, "feed:a", ("a1", "Cost-sharing talks resume", STORY)).stored
-    assert original > copy.candidates.mark
-    assert (_band_rows(engine)[2] >= original) is merged_since
-    result = _store_prepared(store, "feed:b", [copy])
-    assert get_article(engine, result.duplicates[0])["duplicate_of"] == original
+    assert after[0] == main and after[1] > 0 and after[2] == merged
 
 
 def test_alert_search_and_topic_filter(store: Any) -> None:
