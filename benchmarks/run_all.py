@@ -105,27 +105,15 @@ def headline(name: str) -> str:
     return ", ".join(f"{k}={data[k]:.4g}" for k in keys[:4]) or "(see JSON)"
 
 
-def _lookup_points(data: dict[str, Any]) -> list[tuple[float, float]]:
-    """(store size, median ms) pairs from lookup.json, whatever its exact layout."""
-    points: list[tuple[float, float]] = []
-
-    def walk(obj: Any) -> None:
-        if isinstance(obj, dict):
-            size = next((obj[k] for k in ("size", "store_size", "articles", "n") if k in obj), None)
-            med = next((obj[k] for k in obj if "median" in k and "ms" in k), None)
-            if med is None:
-                med_us = next((obj[k] for k in obj if "median" in k and "us" in k), None)
-                med = med_us / 1000 if isinstance(med_us, int | float) else None
-            if isinstance(size, int | float) and isinstance(med, int | float):
-                points.append((float(size), float(med)))
-            for v in obj.values():
-                walk(v)
-        elif isinstance(obj, list):
-            for v in obj:
-                walk(v)
-
-    walk(data)
-    return sorted(set(points))
+def _lookup_points(data: dict[str, Any]) -> dict[str, list[tuple[float, float]]]:
+    """(store size, median ms) pairs from lookup.json, per query kind (light, syndicated)."""
+    points: dict[str, list[tuple[float, float]]] = {}
+    for row in data.get("sizes", []):
+        for kind in ("light", "syndicated"):
+            if isinstance(row.get(kind), dict) and "median_ms" in row[kind]:
+                pair = (float(row["size"]), float(row[kind]["median_ms"]))
+                points.setdefault(kind, []).append(pair)
+    return points
 
 
 def plot(path: Path) -> bool:
@@ -156,9 +144,10 @@ def plot(path: Path) -> bool:
     ax1.set(xlabel="articles in store", ylabel="entries/s (one core)", title="Pipeline throughput")
     ax1.legend()
     if lookup:
-        pts = _lookup_points(lookup)
-        if pts:
-            ax2.plot([p[0] for p in pts], [p[1] for p in pts], marker="s", label="lookup.py median")
+        for kind, pts in _lookup_points(lookup).items():
+            ax2.plot(
+                [p[0] for p in pts], [p[1] for p in pts], marker="s", label=f"lookup.py, {kind}"
+            )
             ax2.set_xscale("log")
     ax2.axhline(1.0, color="red", linestyle=":", label="goal 1 ms")
     ax2.set(xlabel="articles in store", ylabel="ms", title="Near-duplicate look-up latency")
