@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import cache, lru_cache
+from functools import lru_cache
 from itertools import repeat
 from typing import Any
 
@@ -174,11 +174,6 @@ class _Sql:
             for row in rows:
                 copy.write_row(row)
 
-    def created_at(self, value: Any) -> datetime | None:
-        """A stored created_at read back through the column type (naive on SQLite)."""
-        processor = _result_processor(self.dialect.name)
-        return processor(value) if processor else value
-
 
 def _processed(rows: list[tuple[Any, ...]], processors: tuple[Any, ...]) -> list[tuple[Any, ...]]:
     """Rows with each value passed through its column's bind processor.
@@ -212,13 +207,6 @@ def _bind_processors(table: Any, columns: tuple[str, ...], dialect_name: str) ->
     return tuple(
         table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in columns
     )
-
-
-@lru_cache(maxsize=4)
-def _result_processor(dialect_name: str) -> Any:
-    dialect = _dialect(dialect_name)
-    column = Article.__table__.c.created_at  # type: ignore[attr-defined]
-    return column.type.dialect_impl(dialect).result_processor(dialect, None)
 
 
 @lru_cache(maxsize=4)
@@ -410,8 +398,9 @@ def ingest(
 ) -> IngestResult:
     """Store a batch: skip entries already seen, link duplicates, tag, create alerts.
 
-    A duplicate never alerts a rule that already alerted on its story, nor a rule that
-    existed when the story's original arrived (that rule already had its chance).
+    A duplicate alerts only the rules that have not alerted on its story yet: an alert
+    is unique per (rule, story), so a copy that matches a rule its original did not (an
+    added paragraph naming a watched name) still alerts, once.
     Runs in the given session's transaction, or in its own.
 
     Per batch, not per article: one query for guids and URLs already stored, one for
@@ -446,7 +435,7 @@ def ingest(
     signature_rows: list[tuple[int, bytes]] = []
     band_rows: list[tuple[int, int]] = []
     tag_rows: list[tuple[Any, ...]] = []
-    placed: list[tuple[PreparedArticle, int, int, bool]] = []  # item, id, story, is copy
+    placed: list[tuple[PreparedArticle, int, int]] = []  # item, article id, story id
     for item, article_id in zip(fresh, _reserve_article_ids(sql, len(fresh)), strict=True):
         data, fp = item.article, item.fingerprint
         original = lookup.find(fp, data.text or data.title)
@@ -478,7 +467,7 @@ def ingest(
         if fp.shingle_count:
             band_rows.extend(zip(set(fp.band_keys), repeat(article_id)))
         tag_rows.extend((article_id, t.slug, t.score, list(t.phrases)) for t in item.tags)
-        placed.append((item, article_id, story_id, original is not None))
+        placed.append((item, article_id, story_id))
         (result.duplicates if original else result.stored).append(article_id)
     tables = _tables()
     sql.insert_many(tables["article"], _ARTICLE_COLUMNS, article_rows)
@@ -487,7 +476,7 @@ def ingest(
         sql.insert_many(tables["lsh_band_recent"], ("key", "article_id"), band_rows)
         _merge_recent_bands(sql, newest=placed[-1][1])
     sql.insert_many(tables["article_topic"], ("article_id", "slug", "score", "phrases"), tag_rows)
-    alert_rows = _alert_rows(sql, placed, rules, now)
+    alert_rows = _alert_rows(placed, rules, now)
     if alert_rows:
         # A (rule, story) pair stored by an earlier batch or another worker is skipped
         # by the unique constraint (ON CONFLICT DO NOTHING). Alert ids only grow and
@@ -506,17 +495,14 @@ def ingest(
     return result
 
 
-def _rules(sql: _Sql) -> dict[int, tuple[Any, bool]]:
-    """Rule id -> (created_at as stored, whether it has channels).
+def _rules(sql: _Sql) -> dict[int, bool]:
+    """Rule id -> whether it has channels (its alerts are to be sent).
 
-    Plain rows, decoded only where used: a rule's creation time matters only for a copy
-    of an older story, and of its channels only whether there are any. Decoding every
-    rule's row in every batch cost ~10-50 us per article with 1,000 rules.
+    Plain rows, decoded only as far as needed: decoding every rule's row in every batch
+    cost ~10-50 us per article with 1,000 rules.
     """
-    rows = sql.rows("SELECT id, created_at, CAST(channels AS TEXT) FROM rule")
-    return {
-        int(i): (created, channels not in (None, "[]", "null")) for i, created, channels in rows
-    }
+    rows = sql.rows("SELECT id, CAST(channels AS TEXT) FROM rule")
+    return {int(i): channels not in (None, "[]", "null") for i, channels in rows}
 
 
 def _unseen(
@@ -568,35 +554,18 @@ def _merge_recent_bands(sql: _Sql, *, newest: int) -> None:
 
 
 def _alert_rows(
-    sql: _Sql,
-    placed: list[tuple[PreparedArticle, int, int, bool]],
-    rules: dict[int, tuple[Any, bool]],
+    placed: list[tuple[PreparedArticle, int, int]],
+    rules: dict[int, bool],
     now: datetime,
 ) -> list[tuple[Any, ...]]:
-    """One alert per (rule, story) that this batch newly earns."""
-
-    @cache
-    def rule_created(rule_id: int) -> datetime:
-        created = sql.created_at(rules[rule_id][0])
-        assert created is not None  # a NOT NULL column
-        return created
-
-    batch_ids = {article_id for _, article_id, _, _ in placed}
-    older = sorted({story for _, _, story, copy in placed if copy and story not in batch_ids})
-    story_created: dict[int, datetime | None] = {}
-    if older:
-        where, params = sql.among("id", older)
-        rows = sql.rows(f"SELECT id, created_at FROM article WHERE {where}", params)
-        story_created = {int(i): sql.created_at(c) for i, c in rows}
+    """One alert per (rule, story) matched in this batch; the earliest article of the
+    batch carries it. Pairs already stored are skipped by the insert (the unique key)."""
     rows_out: dict[tuple[int, int], tuple[Any, ...]] = {}
-    for item, article_id, story_id, copy in placed:
-        created_story = story_created.get(story_id, now) if copy else now
+    for item, article_id, story_id in placed:
         topics = [t.slug for t in item.tags]
         for match in item.matches:
-            rule = rules.get(match.rule_id)
-            if rule is None or (match.rule_id, story_id) in rows_out:
-                continue
-            if copy and created_story is not None and rule_created(match.rule_id) <= created_story:
+            has_channels = rules.get(match.rule_id)
+            if has_channels is None or (match.rule_id, story_id) in rows_out:
                 continue
             rows_out[(match.rule_id, story_id)] = (
                 match.rule_id,
@@ -609,7 +578,7 @@ def _alert_rows(
                 match.snippet,
                 now,
                 # An alert of a rule without channels is only stored, never sent.
-                "pending" if rule[1] else "none",
+                "pending" if has_channels else "none",
                 0,
             )
     return list(rows_out.values())

@@ -140,12 +140,20 @@ def test_rule_added_after_a_story_alerts_once_on_its_next_copy(store: Any) -> No
     assert third.alerts == []
 
 
-def test_rule_older_than_the_story_does_not_alert_on_copies(store: Any) -> None:
+def test_copy_alerts_a_rule_its_original_did_not_match_once(store: Any) -> None:
     _, engine = store
     add_rule(engine, name="peninsula", query="peninsula AND officials", topics=[], channels=[])
-    ingest(store, "feed:a", ("a1", "Talks", STORY.replace("officials said", "they said")))
+    original = ingest(
+        store, "feed:a", ("a1", "Talks", STORY.replace("officials said", "they said"))
+    )
+    assert original.stored and original.alerts == []
     copy = ingest(store, "feed:b", ("b7", "Talks", COPY))
-    assert copy.duplicates and copy.alerts == []
+    third = ingest(store, "feed:c", ("c3", "Talks", COPY.replace("morning", "afternoon")))
+    assert copy.duplicates and third.duplicates
+    [alert] = list_alerts(engine, AlertFilter(rule="peninsula"))
+    assert copy.alerts == [alert["id"]] and third.alerts == []
+    assert alert["article_id"] == copy.duplicates[0]
+    assert alert["story_id"] == original.stored[0]
 
 
 def test_different_story_is_not_a_duplicate(store: Any) -> None:
