@@ -16,6 +16,8 @@ What it measures (issue 3):
    summary -> a differently cut summary of the same article (with 5% edits), and all
    pairs among summaries of different stories (precision).
 4. Same headline, different text: pairs the corpus README names as different stories.
+5. Same opening, different stories: unrelated articles behind one shared 50-word
+   opening (a press-release header, a feed's standing preamble): none should link.
 
 The corpus is read in place, never copied. Body text only is fingerprinted, as the
 pipeline does (the title is a separate field).
@@ -45,6 +47,7 @@ from tasks.fingerprint import (  # noqa: E402
     DEFAULT_PARAMS,
     VERIFY_MARGIN,
     FingerprintParams,
+    decision_score,
     exact_similarity,
     fingerprint,
     shingles,
@@ -65,6 +68,8 @@ def decided(estimate: float, threshold: float, exact: Callable[[], float]) -> bo
 SEED = 20240611
 THRESHOLDS = (0.3, 0.35, 0.4, 0.45, 0.5, 0.6)
 CHOSEN = 0.5  # worker.settings.Settings.near_duplicate_threshold
+OPENING_PAIRS = 2000
+OPENING_WORDS = 50
 BOILERPLATE = (
     "READ ALSO: Markets slide as oil prices climb",
     "Follow us on Twitter and Facebook for the latest news.",
@@ -203,8 +208,7 @@ def exact_scores(
     with np.errstate(divide="ignore", invalid="ignore"):
         cont = np.where(smaller > 0, shared / smaller, 0.0)
     lead_jac, _ = jaccard_and_shared(lead)
-    lead_score = np.where(lead_jac >= params.lead_floor, lead_jac, 0.0)
-    score = np.maximum(np.where(jac >= params.jaccard_floor, cont, jac), lead_score)
+    score = decision_score(jac, cont, lead_jac, smaller, params)
     return {"jaccard": jac, "containment": cont, "lead": lead_jac, "score": score}
 
 
@@ -395,6 +399,31 @@ def evaluate(corpora: Path, params: FingerprintParams = DEFAULT_PARAMS) -> dict[
             }
         )
 
+    # 5. Shared opening, different stories: a feed that puts the same opening paragraph
+    # (a press-release header, a standing preamble) before every item. The lead
+    # signature sees the same lead; the items must still stay apart.
+    opening_pairs = opening_links = 0
+    opening_scores = []
+    for _ in range(OPENING_PAIRS):
+        i, j, k = rng.sample(range(n), 3)
+        if dup_of[i] & {j, k} or k in dup_of[j]:
+            continue
+        opening = " ".join(docs[k].body.split()[:OPENING_WORDS])
+        a, b = f"{opening}\n\n{docs[i].body}", f"{opening}\n\n{docs[j].body}"
+        fa, fb = fingerprint(a, params), fingerprint(b, params)
+        estimate = similarity(fa.signature, fb.signature, params)
+        opening_pairs += 1
+        opening_scores.append(estimate.score)
+        opening_links += decided(
+            estimate.score, CHOSEN, lambda a=a, b=b: exact_similarity(a, b, params).score
+        )
+    shared_opening = {
+        "pairs": opening_pairs,
+        "opening_words": OPENING_WORDS,
+        "linked": int(opening_links),
+        "estimate_p50_p99": [float(x) for x in np.quantile(opening_scores, [0.5, 0.99])],
+    }
+
     return {
         "params": {
             "shingle_size": params.shingle_size,
@@ -406,6 +435,8 @@ def evaluate(corpora: Path, params: FingerprintParams = DEFAULT_PARAMS) -> dict[
             "lead_bands": params.lead_bands,
             "jaccard_floor": params.jaccard_floor,
             "lead_floor": params.lead_floor,
+            "summary_shingles": params.summary_shingles,
+            "lead_containment": params.lead_containment,
             "threshold": CHOSEN,
             "seed": SEED,
         },
@@ -424,6 +455,7 @@ def evaluate(corpora: Path, params: FingerprintParams = DEFAULT_PARAMS) -> dict[
         },
         "summaries": summary_result,
         "same_headline_different_story": same_headline,
+        "shared_opening_different_story": shared_opening,
     }
 
 
@@ -482,6 +514,12 @@ def print_tables(result: dict[str, Any]) -> None:
             f"same headline, different story {h['pair']}: exact J {h['exact_jaccard']:.3f} "
             f"C {h['exact_containment']:.3f} score {h['score']:.3f} linked={h['linked']}"
         )
+    o = result["shared_opening_different_story"]
+    print(
+        f"same {o['opening_words']}-word opening, different stories: {o['pairs']} pairs, "
+        f"{o['linked']} linked (estimate p50 {o['estimate_p50_p99'][0]:.3f}, "
+        f"p99 {o['estimate_p50_p99'][1]:.3f})"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:

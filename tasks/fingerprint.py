@@ -19,7 +19,9 @@ Why this shape (numbers from benchmarks/dedup_quality.py on the BBC corpus):
 - A feed summary (the first sentences of a story) is contained in the full article, but
   their Jaccard is ~0.05: no affordable LSH finds that. Both share a *lead*, though, so
   the lead gets its own small signature and bands, and lead-vs-lead Jaccard is a second
-  score.
+  score. It counts only where the rest cannot contradict it: when the shorter text is
+  summary-sized, or when the containment agrees. Otherwise a feed that opens every item
+  with the same paragraph (a press-release header) would make all its items one story.
 - Bands of 2 rows: at 1M stored articles a query meets ~70 unrelated candidates (32 full
   bands), while a copy at Jaccard 0.25 is a candidate with p = 0.87 and one at 0.8 with
   p > 0.999999. Candidates are ranked by shared bands in SQL and verified here.
@@ -47,6 +49,7 @@ import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 from datasketch import MinHash
@@ -105,6 +108,12 @@ class FingerprintParams:
     # (BBC's Davis Cup reports share ~0.45 of their lead shingles), two cuts of one story
     # share far more.
     lead_floor: float = 0.6
+    # A shared lead stands for the whole text only where the whole cannot disagree: the
+    # shorter text is a summary, at most this many shingles (about 120 words)...
+    summary_shingles: int = 120
+    # ...or the texts' containment backs it. Unrelated items behind one standing opening
+    # (a press-release header) share their lead and nothing else: containment ~0.15.
+    lead_containment: float = 0.5
     seed: int = 1
 
     @property
@@ -512,9 +521,8 @@ def containment_from_jaccard(jaccard: float, size_a: int, size_b: int) -> float:
 def similarity(a: bytes, b: bytes, params: FingerprintParams = DEFAULT_PARAMS) -> Similarity:
     """Estimate how much of one text the other contains, from signatures alone.
 
-    `score` = max(containment, lead Jaccard), where containment counts only when the
-    Jaccard estimate reaches `jaccard_floor` and the lead only from `lead_floor` (see
-    the module docstring for why).
+    `score` = max(containment, lead Jaccard) as `decision_score` combines them (see the
+    module docstring for why).
     Signatures of another layout compare as unrelated.
     """
     size = params.signature_size
@@ -526,9 +534,24 @@ def similarity(a: bytes, b: bytes, params: FingerprintParams = DEFAULT_PARAMS) -
     jaccard = _agreement(va[:n], vb[:n])
     containment = containment_from_jaccard(jaccard, count_a, count_b)
     lead = _agreement(va[n:], vb[n:]) if lead_a and lead_b else 0.0
-    trusted = containment if jaccard >= params.jaccard_floor else jaccard
-    lead_score = lead if lead >= params.lead_floor else 0.0
-    return Similarity(jaccard, containment, lead, max(trusted, lead_score))
+    score = decision_score(jaccard, containment, lead, min(count_a, count_b), params)
+    return Similarity(jaccard, containment, lead, float(score))
+
+
+def decision_score(
+    jaccard: Any, containment: Any, lead: Any, smaller: Any, params: FingerprintParams
+) -> Any:
+    """The score a threshold compares, from floats or numpy arrays of them alike.
+
+    The containment, trusted only from `jaccard_floor` (below it the Jaccard itself); or
+    the lead's Jaccard, from `lead_floor`, where the shorter text (`smaller` shingles) is
+    a summary or the containment backs the lead (`summary_shingles`, `lead_containment`).
+    """
+    trusted = np.where(jaccard >= params.jaccard_floor, containment, jaccard)
+    lead_counts = (lead >= params.lead_floor) & (
+        (smaller <= params.summary_shingles) | (containment >= params.lead_containment)
+    )
+    return np.maximum(trusted, np.where(lead_counts, lead, 0.0))
 
 
 @dataclass(frozen=True, slots=True)
@@ -562,8 +585,8 @@ def _stored_profile(text: str, params: FingerprintParams) -> ShingleProfile:
 def exact_similarity(a: str, b: str, params: FingerprintParams = DEFAULT_PARAMS) -> Similarity:
     """The similarity `similarity` estimates, computed exactly from two texts' shingles.
 
-    Same rule as the estimate (containment trusted from `jaccard_floor`, lead Jaccard
-    from `lead_floor`), so it is the ground truth the estimate approximates.
+    Same rule as the estimate (`decision_score`), so it is the ground truth the
+    estimate approximates.
     """
     return compare_profiles(shingle_profile(a, params), shingle_profile(b, params), params)
 
@@ -582,9 +605,12 @@ def compare_profiles(
     lead_shared = len(np.intersect1d(la, lb, assume_unique=True))
     lead_union = len(la) + len(lb) - lead_shared
     lead = lead_shared / lead_union if len(la) and len(lb) and lead_union else 0.0
-    trusted = containment if jaccard >= params.jaccard_floor else jaccard
-    lead_score = lead if lead >= params.lead_floor else 0.0
-    return Similarity(jaccard, containment, lead, max(trusted, lead_score))
+    return Similarity(
+        jaccard,
+        containment,
+        lead,
+        float(decision_score(jaccard, containment, lead, smaller, params)),
+    )
 
 
 # An estimate this close to the threshold is checked against the exact shingle sets:
@@ -669,6 +695,5 @@ def _scores(signature: bytes, sigs: list[bytes], params: FingerprintParams) -> l
         lead = np.where(matrix[:, 1] > 0, lead, 0.0)
     else:
         lead = np.zeros(len(sigs))
-    trusted = np.where(jaccard >= params.jaccard_floor, containment, jaccard)
-    lead_score = np.where(lead >= params.lead_floor, lead, 0.0)
-    return np.where(valid, np.maximum(trusted, lead_score), 0.0).tolist()
+    score = decision_score(jaccard, containment, lead, smaller, params)
+    return np.where(valid, score, 0.0).tolist()

@@ -18,6 +18,7 @@ from tasks.fingerprint import (
     band_keys_matrix,
     best_match,
     containment_from_jaccard,
+    exact_similarity,
     fingerprint,
     index_keys,
     index_keys_matrix,
@@ -154,8 +155,29 @@ def test_a_summary_matches_its_story_through_the_lead() -> None:
     assert 30 <= len(words(summary)) <= 80
     a, b = fingerprint(STORY), fingerprint(summary)
     sim = similarity(a.signature, b.signature)
-    assert sim.jaccard < 0.5 and sim.lead >= THRESHOLD
+    assert sim.jaccard < 0.5 and sim.lead >= THRESHOLD and sim.score >= THRESHOLD
+    assert exact_similarity(STORY, summary).score >= THRESHOLD
     assert set(a.band_keys) & set(b.band_keys)
+
+
+# A standing opening, as a press-release wire or a newsletter feed puts before each item.
+OPENING = (
+    "FOR IMMEDIATE RELEASE. This statement is issued by the press office of the regional "
+    "development agency, which publishes news on investment, infrastructure, jobs and "
+    "public services across the region every working day. Journalists may reproduce it "
+    "freely; contact the press office for interviews, images and further information."
+)
+
+
+def test_different_stories_behind_one_opening_are_not_linked_by_their_lead() -> None:
+    a, b = f"{OPENING} {STORY}", f"{OPENING} {OTHER}"
+    sim = similarity(fingerprint(a).signature, fingerprint(b).signature)
+    assert sim.lead >= THRESHOLD  # the leads alone look like one story
+    assert sim.score < THRESHOLD
+    assert exact_similarity(a, b).score < THRESHOLD
+    # A copy of one of them still is one.
+    copy = _edit(a, 0.05, seed=5) + " Share this article."
+    assert similarity(fingerprint(a).signature, fingerprint(copy).signature).score >= THRESHOLD
 
 
 def test_summaries_of_different_stories_are_not_linked() -> None:
@@ -292,7 +314,7 @@ def test_index_keys_equal_the_matrix_form() -> None:
 
 
 def test_borderline_estimates_are_settled_on_exact_shingles() -> None:
-    from tasks.fingerprint import VERIFY_MARGIN, best_match, exact_similarity
+    from tasks.fingerprint import VERIFY_MARGIN, best_match
 
     base = " ".join(f"word{i} filler{i % 7} item{i % 11}" for i in range(120))
     tokens = base.split()

@@ -25,6 +25,8 @@ from storage.models import Alert, Article, utcnow
 from storage.rules import add_rule
 from tasks.models import RawEntry
 from tasks.pipeline import process_entries
+from tests.test_fingerprint import OPENING, OTHER
+from tests.test_fingerprint import STORY as LONG_STORY
 from worker.bootstrap import initialize
 from worker.runtime import get_runtime
 
@@ -172,6 +174,19 @@ def test_different_story_is_not_a_duplicate(store: Any) -> None:
         ),
     )
     assert len(other.stored) == 1 and other.duplicates == []
+
+
+def test_items_behind_one_standing_opening_stay_separate_stories(store: Any) -> None:
+    _, engine = store
+    add_rule(engine, name="agency", query='"development agency"', topics=[], channels=[])
+    result = ingest(
+        store,
+        "feed:wire",
+        ("w1", "Talks resume", f"<p>{OPENING}</p><p>{LONG_STORY}</p>"),
+        ("w2", "Rates on hold", f"<p>{OPENING}</p><p>{OTHER}</p>"),
+    )
+    assert len(result.stored) == 2 and result.duplicates == []
+    assert len(result.alerts) == 2  # one per story, though both open alike
 
 
 def test_only_alerts_to_send_now_are_handed_to_delivery(store: Any) -> None:
