@@ -316,6 +316,29 @@ def test_articles_table_counts(store: Any) -> None:
         assert s.scalar(select(func.count()).select_from(Alert)) == 0
 
 
+def test_sqlite_connections_get_the_project_settings(tmp_path: Any) -> None:
+    """Every SQLite connection: WAL, foreign keys, a busy timeout, a larger WAL checkpoint."""
+    from storage.engine import (
+        SQLITE_BUSY_TIMEOUT_MS,
+        SQLITE_WAL_AUTOCHECKPOINT_PAGES,
+        create_engine_for,
+    )
+
+    engine = create_engine_for(f"sqlite:///{tmp_path}/settings.db")
+    try:
+        with engine.connect() as conn:
+            names = ("journal_mode", "foreign_keys", "busy_timeout", "wal_autocheckpoint")
+            values = {name: conn.exec_driver_sql(f"PRAGMA {name}").scalar() for name in names}
+        assert values == {
+            "journal_mode": "wal",
+            "foreign_keys": 1,
+            "busy_timeout": SQLITE_BUSY_TIMEOUT_MS,
+            "wal_autocheckpoint": SQLITE_WAL_AUTOCHECKPOINT_PAGES,
+        }
+    finally:
+        engine.dispose()
+
+
 _CELLS = st.one_of(
     st.none(),
     st.integers(),
