@@ -141,16 +141,17 @@ def fold_text(text: str) -> str:
 
 
 def fold_text_and_blanked(text: str) -> tuple[str, str | None]:
-    """``fold_text(text)``, and ``blank_separators(text)`` when the same pass gives it.
+    """``fold_text(text)``, and ``blank_separators(text).lower()`` when the same pass gives it.
 
     For ASCII text NFKC changes nothing and casefolding is lowercasing, which commutes
     with `blank_separators`; so one separator pass serves both the fold and the word
-    offsets snippets need (`word_span`). For other text the second item is None.
+    offsets snippets need (`word_span`), and the fold is the second item collapsed.
+    For other text the second item is None.
     """
     if not text.isascii():
         return fold_text(text), None
-    blanked = blank_separators(text)
-    return _collapse(blanked.lower()), blanked
+    lowered = blank_separators(text).lower()
+    return _collapse(lowered), lowered
 
 
 def _collapse(spaced: str) -> str:

@@ -48,6 +48,7 @@ import ahocorasick
 
 from tasks.models import Match
 from tasks.query import (
+    _JOINER,
     And,
     Not,
     Or,
@@ -145,10 +146,11 @@ def _fold(text: str) -> tuple[str, str | None]:
     and when that leaves lowercase ASCII, folds it with the ASCII path of
     `fold_text_and_blanked`, whose lowercasing then changes nothing.
 
-    The second item, for snippets, is ``blank_separators(text)`` for ASCII text. For
-    other text whose inner part differs from it only in letter case and those
-    separators (curly quotes, "£"), it is the inner part's blanked form: lowercase, but
-    with the same words at the same offsets. Otherwise None.
+    The second item, for snippets, is ``blank_separators(text).lower()`` for ASCII text.
+    For other text whose inner part differs from it only in letter case and those
+    separators (curly quotes, "£"), it is the inner part's blanked form: lowercase too,
+    with the same words at the same offsets. Otherwise None. Either way the fold is that
+    item with its runs of spaces collapsed and the joiners of acronyms' dots dropped.
     """
     if text.isascii():
         return fold_text_and_blanked(text)
@@ -176,9 +178,10 @@ class FoldedArticle:
 
     `joined` is the folded title and text joined on their shared padding space, so that
     offsets from `body_start` on are offsets into `folded_text`; it equals
-    ``fold_text(f"{title}\n{text}")``. `blanked_text` is ``blank_separators(text)``, or
-    a lowercase string with the same words at the same offsets, when folding produced it
-    on the way (see `_fold`), else None.
+    ``fold_text(f"{title}\n{text}")``. `blanked_text` is ``blank_separators(text)``
+    lowercased, or a lowercase string with the same words at the same offsets, when
+    folding produced it on the way (see `_fold`), else None; `folded_text` is then made
+    from it, its runs of spaces collapsed and the joiners of acronyms' dots dropped.
     """
 
     title: str
@@ -769,6 +772,27 @@ def _locate(
     return None
 
 
+@functools.lru_cache(maxsize=16384)
+def _spaced_pattern(key: str) -> re.Pattern[str]:
+    """A regex finding folded phrase `key` between spaces, its words any number of spaces
+    apart: in `_lowered_words`, where runs of separators are runs of spaces."""
+    return re.compile(" " + " +".join(map(re.escape, key.split(" "))) + " ")
+
+
+def _spaced_span(spaced: str, key: str, since: int) -> tuple[int, int] | None:
+    """Where folded term `key` first occurs in ``f" {lowered} "`` from offset `since` on,
+    as offsets into `lowered` (the text's, see `_lowered_words`); None if it does not.
+
+    A phrase's words may lie any runs of spaces apart there: ", " leaves two.
+    """
+    if " " not in key:
+        at = spaced.find(f" {key} ", since)
+        return (at, at + len(key)) if at >= 0 else None
+    found = _spaced_pattern(key).search(spaced, since)
+    # The match runs from the space before the first word to the one after the last.
+    return (found.start(), found.end() - 2) if found else None
+
+
 class _Words:
     """`word_span` over one text for word indices asked for in ascending order.
 
@@ -805,28 +829,37 @@ class _Words:
         return start, start + len(used.rstrip())
 
 
-class _Window:
-    """`_window` over one text, with the text's length and non-blank extent measured once."""
+# The whitespace of ASCII text besides " " and "\n": control characters `str.split` splits on.
+_ASCII_CONTROL_SPACES = "\t\x0b\x0c\r\x1c\x1d\x1e\x1f"
 
-    __slots__ = ("_high", "_low", "_size", "_text")
+
+class _Window:
+    """`_window` over one text, with the text's length, non-blank extent and kinds of
+    whitespace measured once."""
+
+    __slots__ = ("_high", "_low", "_plain_whitespace", "_size", "_text")
 
     def __init__(self, text: str) -> None:
         self._text = text
         self._size = len(text)
         self._low = len(text) - len(text.lstrip())  # first non-blank character
         self._high = len(text.rstrip())  # just past the last one
+        # Whether " " and "\n" are its only whitespace: for ASCII text, a scan for each of
+        # a few characters; other text is left to each window to check.
+        self._plain_whitespace = text.isascii() and not any(
+            map(text.__contains__, _ASCII_CONTROL_SPACES)
+        )
 
-    def __call__(self, start: int, end: int, width: int = SNIPPET_CHARS) -> str:
+    def around(self, start: int, end: int, width: int = SNIPPET_CHARS) -> str:
         """About `width` characters of the text around [start, end), cut at whitespace."""
         text, size = self._text, self._size
         left, right = start, end
         room = width - (end - start)
         if room > 0:
+            # Centred on the span, then moved back inside the text, `width` long if it can.
             left = start - room // 2 if start > room // 2 else 0
-            right = end + room - (start - left)
-            right = right if right < size else size
-            left = left - (width - (right - left))
-            left = left if left > 0 else 0
+            right = left + width if left + width < size else size
+            left = right - width if right > width else 0
         if left > 0 and not text[left - 1].isspace():
             cut = text.find(" ", left, start)
             left = cut + 1 if cut >= 0 else start
@@ -834,9 +867,18 @@ class _Window:
             cut = text.rfind(" ", end, right)
             right = cut if cut >= 0 else end
         body = text[left:right]
-        # Whitespace collapsed to single spaces, the split and join skipped when there is
-        # nothing to collapse: only " " is both whitespace and printable.
-        if not (body.isprintable() and "  " not in body and body[:1] != " " != body[-1:]):
+        # Whitespace collapsed to single spaces. Articles separate paragraphs with a blank
+        # line (`tasks.normalize`): when turning those into spaces leaves single spaces
+        # between words as the only whitespace, that is the collapsed body, without the
+        # split and join. Only " " is both whitespace and printable.
+        flat = body.replace("\n\n", " ") if "\n" in body else body
+        if (
+            ("\n" not in flat if self._plain_whitespace else flat.isprintable())
+            and "  " not in flat
+            and flat[:1] != " " != flat[-1:]
+        ):
+            body = flat
+        else:
             body = " ".join(body.split())
         # Text was cut where a non-blank character lies outside [left, right).
         prefix = ELLIPSIS if left > self._low else ""
@@ -846,7 +888,7 @@ class _Window:
 
 def _window(text: str, start: int, end: int, width: int) -> str:
     """About `width` characters of `text` around [start, end), cut at whitespace."""
-    return _Window(text)(start, end, width)
+    return _Window(text).around(start, end, width)
 
 
 def _lowered_words(text: str, folded: str, blanked: str) -> str | None:
@@ -874,25 +916,29 @@ def _add_snippets(
     snippets: dict[int, str],
     text: str,
     folded: str,
-    blanked: str | None,
+    folded_from: str | None,
     located: list[tuple[int, int]],
     keys: list[str],
 ) -> None:
     """Add ``make_snippet(text, key, folded, offset)`` for each (offset, term id) located.
 
-    Same result, faster: the terms are found with `str.find` in `_lowered_words`
-    when it applies (a phrase found with one space between its words is the first
-    occurrence when as many word characters precede it there as in `folded`), else
-    the text's words are walked once for all terms (in offset order); its non-blank
-    extent is measured once. `blanked` is ``blank_separators(text)``, or a string with
-    the same words at the same offsets (see `_fold`), if already known. The span found
-    is checked by folding it, as `make_snippet` does, unless it is ASCII and holds no
-    dot: folding it then gives back its lowercased words, which are the term's.
+    Same result, faster: the terms are found in `_lowered_words` (`_spaced_span`) when
+    it applies, else the text's words are walked once for all terms (in offset order);
+    its non-blank extent and kinds of whitespace are measured once (`_Window`).
+    `folded_from` is the `FoldedArticle.blanked_text` that `folded` was made from, if
+    any. The span found is checked by folding it, as `make_snippet` does, unless it is
+    ASCII and holds no dot: folding it then gives back its lowercased words, which are
+    the term's.
     """
-    window = _Window(text)
-    if blanked is None:
+    window = _Window(text).around
+    if folded_from is None:
         blanked = _blanked(text)
-    lowered = _lowered_words(text, folded, blanked)
+        lowered = _lowered_words(text, folded, blanked)
+    else:
+        # Folding collapsed the spaces between these lowercase words; it changed a word
+        # only where it dropped the joiners of an acronym's dots.
+        blanked = folded_from
+        lowered = None if _JOINER in blanked else blanked
     spaced = None if lowered is None else f" {lowered} "
     words: _Words | None = None
     # Terms come in text order, so none occurs before the previous one found.
@@ -901,15 +947,13 @@ def _add_snippets(
         key = keys[term_id]
         span: tuple[int, int] | None = None
         if spaced is not None:
-            at = spaced.find(f" {key} ", since)
-            if at >= 0 and (
-                " " not in key
-                or at - spaced.count(" ", 0, at) == offset - folded.count(" ", 0, offset)
-            ):
-                since = at
-                span = at, at + len(key)
-                found = text[at : at + len(key)]
-                if found.isascii() and "." not in found:
+            # `spaced` has the words of `folded`, so the first occurrence from the previous
+            # term's on is the one at `offset`.
+            span = _spaced_span(spaced, key, since)
+            if span is not None:
+                since = span[0]
+                written = text[span[0] : span[1]]
+                if written.isascii() and "." not in written:
                     snippets[term_id] = window(*span)
                     continue
         if span is None:
@@ -917,7 +961,7 @@ def _add_snippets(
                 words = _Words(blanked)
             span = words.span(folded.count(" ", 0, offset + 1) - 1, key.count(" ") + 1)
         if span is not None and fold_text(text[span[0] : span[1]]) == f" {key} ":
-            snippets[term_id] = window(span[0], span[1])
+            snippets[term_id] = window(*span)
         else:
             snippets[term_id] = make_snippet(text, key)
 

@@ -29,15 +29,20 @@ from tasks.query import (
     word_span,
 )
 from tasks.rules import (
+    _ASCII_CONTROL_SPACES,
     ELLIPSIS,
     SNIPPET_CHARS,
     CompiledRules,
     RuleError,
     RuleSpec,
+    _add_snippets,
     _blanked,
     _fold,
+    _lowered_words,
     _required,
     _residual,
+    _spaced_span,
+    _Window,
     _Words,
     fold_article,
     make_snippet,
@@ -302,6 +307,94 @@ def test_snippets_equal_one_make_snippet_per_match(
             assert match.snippet == single_snippet(title, text, lead), (title, text, match)
 
 
+def long_texts(words: list[str], gaps: list[str]) -> st.SearchStrategy[str]:
+    """Texts longer than a snippet (so that where it is cut shows) of a few words, so that
+    terms recur."""
+    return st.lists(
+        st.tuples(st.sampled_from(words), st.sampled_from(gaps)), min_size=50, max_size=150
+    ).map(lambda parts: "".join(word + gap for word, gap in parts))
+
+
+# As articles come (`tasks.normalize`): single spaces, punctuation, paragraph breaks; then
+# a few other kinds of whitespace or non-ASCII words, so that each shows on its own.
+PLAIN_GAPS = [" ", " ", " ", ", ", ". ", "-", "\n\n"]
+OTHER_GAPS = ["  ", "\n", "\n\n\n", " \n\n", "\n\n ", "\t", "\r\n", "\x1c", "\xa0"]
+LONG_WORDS = ["kim", "Kim", "seoul", "cost", "sharing", "us", "U.S.", "e.g.", "a"]
+NON_ASCII_WORDS = ["Korea’s", "Straße", "ﬁne"]
+LONG_SNIPPET_TEXTS = st.tuples(
+    st.lists(st.sampled_from(OTHER_GAPS), max_size=2, unique=True),
+    st.lists(st.sampled_from(NON_ASCII_WORDS), max_size=2, unique=True),
+).flatmap(lambda extra: long_texts([*LONG_WORDS, *extra[1]], [*PLAIN_GAPS, *extra[0]]))
+
+
+@given(LONG_SNIPPET_TEXTS, st.booleans())
+@settings(max_examples=200, deadline=None)
+def test_snippets_of_all_terms_equal_make_snippet(text: str, folded_from_known: bool) -> None:
+    # Every word and phrase of up to three words of the text as a lead term, at its
+    # first occurrence.
+    folded, blanked = _fold(text)
+    words = folded.split()
+    keys = sorted({" ".join(words[i : i + n]) for n in (1, 2, 3) for i in range(len(words))})
+    located = [(folded.find(f" {key} "), term_id) for term_id, key in enumerate(keys)]
+    snippets: dict[int, str] = {}
+    _add_snippets(snippets, text, folded, blanked if folded_from_known else None, located, keys)
+    for offset, term_id in located:
+        assert snippets[term_id] == make_snippet(text, keys[term_id], folded, offset), keys[term_id]
+
+
+@given(LONG_SNIPPET_TEXTS)
+@settings(max_examples=200, deadline=None)
+def test_spaced_span_is_the_first_occurrence_in_words(text: str) -> None:
+    # Where the lowercase blanked text has the folded words, a term found in it is at the
+    # words of its first folded occurrence, however many spaces apart they are there.
+    folded, blanked = _fold(text)
+    joiner = blank_separators("U.S.")[1]
+    if blanked is None or joiner in blanked:
+        blanked = _lowered_words(text, folded, _blanked(text))
+        if blanked is None:
+            return  # acronyms: a word folds to another
+    words = folded.split()
+    keys = {" ".join(words[i : i + n]) for n in (1, 2, 3) for i in range(len(words))}
+    for key in keys:
+        index = folded.count(" ", 0, folded.find(f" {key} ") + 1) - 1
+        expected = word_span(text, index, key.count(" ") + 1)
+        assert _spaced_span(f" {blanked} ", key, 0) == expected, key
+
+
+def plain_window(text: str, start: int, end: int, width: int = SNIPPET_CHARS) -> str:
+    """A snippet window as first written: whitespace always split and joined."""
+    left, right = start, end
+    room = width - (end - start)
+    if room > 0:
+        left = max(start - room // 2, 0)
+        right = min(end + room - (start - left), len(text))
+        left = max(left - (width - (right - left)), 0)
+    if left > 0 and not text[left - 1].isspace():
+        cut = text.find(" ", left, start)
+        left = cut + 1 if cut >= 0 else start
+    if right < len(text) and not text[right].isspace():
+        cut = text.rfind(" ", end, right)
+        right = cut if cut >= 0 else end
+    prefix = ELLIPSIS if text[:left].strip() else ""
+    suffix = ELLIPSIS if text[right:].strip() else ""
+    return prefix + " ".join(text[left:right].split()) + suffix
+
+
+@given(st.one_of(LONG_SNIPPET_TEXTS, st.text()), st.data())
+@settings(max_examples=300, deadline=None)
+def test_window_equals_splitting_and_joining_whitespace(text: str, data: st.DataObject) -> None:
+    window = _Window(text)
+    for _ in range(5):
+        start = data.draw(st.integers(0, len(text)))
+        end = data.draw(st.integers(start, min(start + 30, len(text))))
+        assert window.around(start, end) == plain_window(text, start, end)
+
+
+def test_ascii_control_spaces_are_all_other_ascii_whitespace() -> None:
+    others = {chr(code) for code in range(128) if chr(code).isspace()} - {" ", "\n"}
+    assert set(_ASCII_CONTROL_SPACES) == others
+
+
 @given(SNIPPET_TEXTS, st.lists(st.tuples(st.integers(0, 70), st.integers(1, 3)), max_size=12))
 @settings(max_examples=300, deadline=None)
 def test_words_walk_equals_word_span(text: str, asks: list[tuple[int, int]]) -> None:
@@ -316,7 +409,7 @@ def test_words_walk_equals_word_span(text: str, asks: list[tuple[int, int]]) -> 
 def test_fold_text_and_blanked_equals_separate_calls(text: str) -> None:
     folded, blanked = fold_text_and_blanked(text)
     assert folded == fold_text(text)
-    assert blanked == (blank_separators(text) if text.isascii() else None)
+    assert blanked == (blank_separators(text).lower() if text.isascii() else None)
 
 
 # --- the compiled matcher equals each rule evaluated on its own ----------------------------
@@ -526,9 +619,10 @@ def test_fast_folding_equals_fold_text(text: str, title: str) -> None:
     folded, blanked = _fold(text)
     assert folded == fold_text(text)
     if text.isascii():
-        assert blanked == blank_separators(text)
-    elif blanked is not None:
-        # A stand-in: the words of the text at its offsets, and the folded words.
+        assert blanked == blank_separators(text).lower()
+    if blanked is not None:
+        # Lowercase, the words of the text at its offsets, and the folded words.
+        assert blanked == blanked.lower()
         spans = [w.span() for w in re.finditer(r"\S+", blank_separators(text))]
         assert [w.span() for w in re.finditer(r"\S+", blanked)] == spans
         joiner = blank_separators("U.S.")[1]
