@@ -90,7 +90,7 @@ _SEPARATORS = _SeparatorTable()
 _ACRONYM_HINT_RE = re.compile(r"\.[^\W\d_](?![^\W_])")
 # Stands in for the dots of an acronym in `blank_separators` (a non-space character that the
 # separator table never produces), so offsets are preserved until the final fold.
-_JOINER = "\x00"
+ACRONYM_JOINER = "\x00"
 _QUERY_SPECIAL = frozenset('()"')
 
 
@@ -103,7 +103,7 @@ def _is_acronym(word: str) -> bool:
 def blank_separators(text: str) -> str:
     """Same-length copy of `text`: separators and non-acronym dots -> " ".
 
-    The dots of single-letter acronyms become `_JOINER`, so "U.S." stays one word.
+    The dots of single-letter acronyms become `ACRONYM_JOINER`, so "U.S." stays one word.
     Whitespace-separated words of the result are the words of the folded text.
     """
     spaced = text.translate(_SEPARATORS)
@@ -120,7 +120,7 @@ def blank_separators(text: str) -> str:
             right = len(spaced) if right < 0 else right
             word = spaced[left:right]
             if _is_acronym(word):
-                pieces += (spaced[last:left], word.replace(".", _JOINER))
+                pieces += (spaced[last:left], word.replace(".", ACRONYM_JOINER))
                 last = right
         if pieces:
             pieces.append(spaced[last:])
@@ -157,8 +157,8 @@ def fold_text_and_blanked(text: str) -> tuple[str, str | None]:
 def _collapse(spaced: str) -> str:
     """The folded form of a `blank_separators` result: one space per run, padded."""
     folded = " ".join(spaced.split())
-    if _JOINER in folded:
-        folded = folded.replace(_JOINER, "")
+    if ACRONYM_JOINER in folded:
+        folded = folded.replace(ACRONYM_JOINER, "")
     return f" {folded} " if folded else " "
 
 

@@ -48,7 +48,7 @@ import ahocorasick
 
 from tasks.models import Match
 from tasks.query import (
-    _JOINER,
+    ACRONYM_JOINER,
     And,
     Not,
     Or,
@@ -938,7 +938,7 @@ def _add_snippets(
         # Folding collapsed the spaces between these lowercase words; it changed a word
         # only where it dropped the joiners of an acronym's dots.
         blanked = folded_from
-        lowered = None if _JOINER in blanked else blanked
+        lowered = None if ACRONYM_JOINER in blanked else blanked
     spaced = None if lowered is None else f" {lowered} "
     words: _Words | None = None
     # Terms come in text order, so none occurs before the previous one found.
