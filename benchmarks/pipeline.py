@@ -200,7 +200,7 @@ def _run_newswatch(docs: list[bytes], rules: list[RuleDef], url: str) -> dict[st
     from storage.engine import get_engine
     from storage.rules import add_rule
     from storage.schema import upgrade
-    from tasks.fingerprint import fingerprint
+    from tasks.fingerprint import fingerprint_many
     from tasks.normalize import normalize_entry
     from tasks.parse import parse_feed
     from tasks.pipeline import MatcherCache
@@ -239,7 +239,7 @@ def _run_newswatch(docs: list[bytes], rules: list[RuleDef], url: str) -> dict[st
             t0 = clock()
             normalized = [normalize_entry(raw) for raw in raws]
             t1 = clock()
-            fingerprints = [fingerprint(a.text or a.title) for a in normalized]
+            fingerprints = fingerprint_many([a.text or a.title for a in normalized])
             t2 = clock()
             timers.seconds["normalize"] += t1 - t0
             timers.seconds["fingerprint"] += t2 - t1

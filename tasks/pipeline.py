@@ -19,7 +19,7 @@ from sqlalchemy import Engine
 
 from storage.articles import IngestResult, PreparedArticle, ingest
 from storage.rules import active_rules, rules_version
-from tasks.fingerprint import fingerprint
+from tasks.fingerprint import fingerprint_many
 from tasks.models import RawEntry
 from tasks.normalize import normalize_entry
 from tasks.rules import CompiledRules, RuleSpec
@@ -76,7 +76,7 @@ def prepare(entries: Iterable[RawEntry], matchers: Matchers) -> list[PreparedArt
             log.info("skipping empty entry %s", article.guid)
             continue
         articles.append(article)
-    fingerprints = [fingerprint(article.text or article.title) for article in articles]
+    fingerprints = fingerprint_many([article.text or article.title for article in articles])
     prepared = []
     for article, fp in zip(articles, fingerprints, strict=True):
         tags = tuple(matchers.tagger.tag(article.title, article.text))

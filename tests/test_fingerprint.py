@@ -14,12 +14,14 @@ from hypothesis import strategies as st
 
 from tasks.fingerprint import (
     DEFAULT_PARAMS,
+    FingerprintParams,
     _word_bytes,
     band_keys_matrix,
     best_match,
     containment_from_jaccard,
     exact_similarity,
     fingerprint,
+    fingerprint_many,
     index_keys,
     index_keys_matrix,
     pack_signature,
@@ -387,3 +389,55 @@ def test_hashed_profiles_give_the_shingle_set_similarity(a: str, b: str) -> None
     assert exact_similarity(a, b).jaccard == jaccard
     smaller = min(len(sa), len(sb))
     assert exact_similarity(a, b).containment == (shared / smaller if smaller else 0.0)
+
+
+# `fingerprint_many` must be `fingerprint` text by text, whatever the batch holds: texts
+# with no words, fewer words than a shingle or the lead, long ones, and any characters.
+_any_text = st.one_of(
+    st.text(),
+    st.text(alphabet=st.sampled_from("aZ £é–“”ß_ ΣσςΟΔ\u0130,.\n")),
+    st.sampled_from(["", " ", "  ,;  ", "...", "one", "one two", "one two three"]),
+    st.lists(st.sampled_from(["troops", "cost", "seoul", "the", "a", "Ünïcödé", "—", "5"])).map(
+        " ".join
+    ),
+    st.integers(0, 600).map(lambda n: " ".join(f"w{i % 97}" for i in range(n))),
+)
+
+
+@given(st.lists(_any_text, max_size=40))
+@settings(max_examples=200, deadline=None)
+@example([])
+@example([""])
+@example(["", "one", "one two", " ,; ", "one two three"])
+@example([STORY, "", OTHER, "two words"])
+def test_fingerprint_many_equals_fingerprint_text_by_text(texts: list[str]) -> None:
+    assert fingerprint_many(texts) == [fingerprint(text) for text in texts]
+
+
+@given(
+    st.lists(_any_text, max_size=12),
+    st.sampled_from(
+        [
+            FingerprintParams(shingle_size=1, lead_words=5),
+            FingerprintParams(shingle_size=5, lead_words=5),
+            FingerprintParams(lead_words=2),  # every lead shorter than a shingle
+            FingerprintParams(bands=20, lead_bands=10),  # rows of 3, 4 values in no band
+        ]
+    ),
+)
+@settings(max_examples=100, deadline=None)
+def test_fingerprint_many_equals_fingerprint_with_other_params(
+    texts: list[str], params: FingerprintParams
+) -> None:
+    assert fingerprint_many(texts, params) == [fingerprint(text, params) for text in texts]
+
+
+def test_fingerprint_many_of_a_batch_of_articles() -> None:
+    summary = " ".join(STORY.split(". ")[:2]) + "."
+    opening = f"{OPENING} {STORY}"
+    long_text = " ".join([STORY, OTHER] * 40)  # over 32 KB: a group of its own
+    seeds = [path.read_text() for path in sorted(SEEDS.glob("0*.txt"))]
+    batch = [STORY, summary, OTHER, opening, "", "Headline only", long_text, *seeds] * 3
+    many = fingerprint_many(batch)
+    assert many == [fingerprint(text) for text in batch]
+    assert many[0] == many[len(batch) // 3]  # the same text anywhere in a batch
