@@ -56,7 +56,6 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
-from datasketch import MinHash
 
 _WORD = re.compile(r"\w+")
 _SCHEME = "affine32"
@@ -215,10 +214,13 @@ def band_keys_matrix(values: np.ndarray, bands: int, salt: int = _FULL_SALT) -> 
 
 @lru_cache(maxsize=8)
 def _permutations(params: FingerprintParams) -> tuple[np.ndarray, np.ndarray]:
-    # datasketch draws its permutations from a seeded RNG on every MinHash(); drawing
-    # them once per process keeps that cost out of every signature.
-    template = MinHash(num_perm=params.num_perm, seed=params.seed, scheme=_SCHEME)
-    a, b = template.permutations
+    # datasketch's "affine32" permutations for `params.seed`, drawn as its
+    # `MinHash._init_permutations` (2.0) draws them: odd multipliers, any offsets, uint32.
+    # Not through a MinHash: importing datasketch imports scipy, ~0.4 s on every worker
+    # and CLI start. tests/test_fingerprint.py checks that they are datasketch's.
+    gen = np.random.RandomState(params.seed)
+    a = gen.randint(0, 1 << 31, params.num_perm, dtype=np.uint32) * np.uint32(2) + np.uint32(1)
+    b = gen.randint(0, 1 << 32, params.num_perm, dtype=np.uint32)
     return a, b
 
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from datasketch import MinHash
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
@@ -15,6 +16,7 @@ from hypothesis import strategies as st
 from tasks.fingerprint import (
     DEFAULT_PARAMS,
     FingerprintParams,
+    _permutations,
     _word_bytes,
     band_keys_matrix,
     best_match,
@@ -284,6 +286,15 @@ def test_signatures_are_datasketch_minhash_of_the_shingle_hashes(text: str) -> N
     fp = fingerprint(text)
     assert fp.signature == pack_signature(sigs.full, sigs.lead, sigs.full_count, sigs.lead_count)
     assert fp.band_keys == (index_keys(sigs.full, sigs.lead) if tokens else ())
+
+
+@pytest.mark.parametrize(("seed", "num_perm"), [(1, 64), (1, 128), (2, 64), (12345, 16)])
+def test_permutations_are_datasketchs(seed: int, num_perm: int) -> None:
+    """The permutations drawn without datasketch are its "affine32" ones."""
+    a, b = _permutations(FingerprintParams(seed=seed, num_perm=num_perm))
+    da, db = MinHash(num_perm=num_perm, seed=seed, scheme="affine32").permutations
+    assert a.dtype == da.dtype == np.uint32 and b.dtype == db.dtype == np.uint32
+    assert np.array_equal(a, da) and np.array_equal(b, db)
 
 
 def test_permuted_min_is_datasketch_minhash() -> None:
