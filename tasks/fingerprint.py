@@ -306,24 +306,28 @@ def _shingle_hashes(codes: np.ndarray, size: int) -> tuple[np.ndarray, int]:
     stands. One value per shingle position, in text order, repeats kept. As in
     `shingles`, a text of fewer than `size` words is one shingle of all of them.
     """
-    n = len(codes)
-    if n == 0:
+    if len(codes) == 0:
         return np.empty(0, dtype=np.uint64), 0
-    powers, inverse = _powers(n)
     ends = (codes == _SPACE).nonzero()[0]  # the space after each word
     n_words = len(ends)
-    width = min(size, n_words)
-    count = n_words - width + 1
+    return _mix64_in_place(_run_sums(codes, ends, min(size, n_words))), n_words
+
+
+def _run_sums(codes: np.ndarray, ends: np.ndarray, width: int) -> np.ndarray:
+    # The position-free polynomial hash of every run of `width` words of `codes` (`ends`:
+    # the space after each word), before mixing: a new array, in text order.
+    count = len(ends) - width + 1
+    powers, inverse = _powers(len(codes))
     # through[k]: the sum over the bytes up to word k's space (a new array, ours).
-    through = np.cumsum(powers[:n] * codes)[ends]
-    # Shingle i ends with word i + width - 1. Shingle 0 starts the text; for the others,
-    # take off the sum through word i - 1, then multiply by the inverse power of the
-    # shingle's start (the byte after that word's space). Overlapping operands work as
-    # if the input were copied first.
+    through = np.cumsum(powers[: len(codes)] * codes)[ends]
+    # Run i ends with word i + width - 1. Run 0 starts the text; for the others, take
+    # off the sum through word i - 1, then multiply by the inverse power of the run's
+    # start (the byte after that word's space). Overlapping operands work as if the
+    # input were copied first.
     sums = through[width - 1 :]
     sums[1:] -= through[: count - 1]
     sums[1:] *= inverse[1:][ends[: count - 1]]
-    return _mix64_in_place(sums), n_words
+    return sums
 
 
 def shingle_hashes(tokens: Sequence[str], size: int) -> np.ndarray:
@@ -645,11 +649,7 @@ def _shingle_hashes_many(
     count = len(ends) - size + 1
     if count <= 0:
         return np.empty(0, dtype=np.uint64)
-    powers, inverse = _powers(len(codes))
-    through = np.cumsum(powers[: len(codes)] * codes)[ends]
-    sums = through[size - 1 :]
-    sums[1:] -= through[: count - 1]
-    sums[1:] *= inverse[1:][ends[: count - 1]]
+    sums = _run_sums(codes, ends, size)
     # Keep the shingles whose first and last words are in one text.
     text_of = np.repeat(np.arange(len(n_words)), n_words)
     return _mix64_in_place(sums[text_of[:count] == text_of[size - 1 :]])
