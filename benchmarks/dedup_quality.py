@@ -208,7 +208,10 @@ def exact_scores(
     with np.errstate(divide="ignore", invalid="ignore"):
         cont = np.where(smaller > 0, shared / smaller, 0.0)
     lead_jac, _ = jaccard_and_shared(lead)
-    score = decision_score(jac, cont, lead_jac, smaller, params)
+    # The production rule itself, pair by pair (it is scalar).
+    score = np.vectorize(decision_score, otypes=[np.float64], excluded={"params"})(
+        jac, cont, lead_jac, smaller, params=params
+    )
     return {"jaccard": jac, "containment": cont, "lead": lead_jac, "score": score}
 
 

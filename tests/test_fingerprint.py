@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from tasks.fingerprint import (
     DEFAULT_PARAMS,
     FingerprintParams,
+    Similarity,
     _permutations,
     _word_bytes,
     band_keys_matrix,
@@ -32,6 +33,7 @@ from tasks.fingerprint import (
     shingle_hashes,
     shingles,
     signatures,
+    similarities,
     similarity,
     text_hash,
     words,
@@ -374,17 +376,22 @@ _texts = st.lists(
 
 
 @settings(max_examples=150, deadline=None)
-@given(query=_texts, others=st.lists(_texts, min_size=1, max_size=6), broken=st.booleans())
-def test_vectorized_scores_equal_pairwise_similarity(
-    query: str, others: list[str], broken: bool
+@given(
+    query=_texts,
+    others=st.lists(_texts, min_size=1, max_size=6),
+    broken_at=st.none() | st.integers(min_value=0, max_value=6),
+)
+def test_similarities_of_many_candidates_equal_each_alone(
+    query: str, others: list[str], broken_at: int | None
 ) -> None:
-    from tasks.fingerprint import _scores
-
     sigs = [fingerprint(t).signature for t in others]
-    if broken:
-        sigs.append(b"\x01\x02")  # another layout: scores 0, like `similarity`
-    expected = [similarity(fingerprint(query).signature, s).score for s in sigs]
-    assert _scores(fingerprint(query).signature, sigs, DEFAULT_PARAMS) == expected
+    if broken_at is not None:
+        # Another layout, anywhere in the batch: unrelated, and its neighbours unaffected.
+        sigs.insert(min(broken_at, len(sigs)), b"\x01\x02")
+    signature = fingerprint(query).signature
+    expected = [similarity(signature, s) for s in sigs]
+    assert similarities(signature, sigs) == expected
+    assert all(s == Similarity(0.0, 0.0, 0.0, 0.0) for s in similarities(b"\x01", sigs))
 
 
 @settings(max_examples=150, deadline=None)
