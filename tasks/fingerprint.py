@@ -751,11 +751,11 @@ class ShingleProfile:
 
 def shingle_profile(text: str, params: FingerprintParams = DEFAULT_PARAMS) -> ShingleProfile:
     """Exact shingle sets of `text` (computed once, compared with many candidates)."""
-    tokens = words(text)
-    return ShingleProfile(
-        np.unique(shingle_hashes(tokens, params.shingle_size)),
-        np.unique(shingle_hashes(tokens[: params.lead_words], params.shingle_size)),
-    )
+    hashes, n_words = _shingle_hashes(_word_bytes(text), params.shingle_size)
+    # A shingle's hash does not depend on where it stands: the lead's are the first ones.
+    lead = hashes[: max(1, min(n_words, params.lead_words) - params.shingle_size + 1)]
+    full = np.unique(hashes)
+    return ShingleProfile(full, full if len(lead) == len(hashes) else np.unique(lead))
 
 
 @lru_cache(maxsize=256)
