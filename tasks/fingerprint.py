@@ -689,7 +689,7 @@ def similarities(
 
     A look-up verifies a handful of candidates: one numpy comparison finds the agreeing
     minima of all of them, and the few floats per candidate are then plain Python, where
-    numpy's fixed cost per call was most of the time (~80 us for three candidates).
+    numpy's fixed cost per call was most of the time (three candidates: 31 -> 16 us).
     """
     size = params.signature_size
     unrelated = Similarity(0.0, 0.0, 0.0, 0.0)
