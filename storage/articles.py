@@ -9,9 +9,10 @@ impossible to store twice.
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import lru_cache
 from itertools import repeat
@@ -38,10 +39,25 @@ from tasks.fingerprint import Fingerprint, best_match
 from tasks.models import Article as ArticleData
 from tasks.models import Match, TopicTag
 
+log = logging.getLogger(__name__)
+
 # Arbitrary constant naming the ingest lock among PostgreSQL advisory locks.
 INGEST_LOCK_KEY = 0x6E657773  # "news"
 # Never verify more than this many near-duplicate candidates for one article.
 MAX_CANDIDATES = 200
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """Near-duplicate candidates looked up before the ingest lock (`probe_candidates`).
+
+    `rows` are (shared bands, article id, signature) of the best-ranked stored articles
+    sharing a band, among those up to article id `through` at least. Ingest then looks
+    only at the articles stored after `through` (`DedupLookup.find`).
+    """
+
+    through: int
+    rows: tuple[tuple[int, int, bytes], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +68,7 @@ class PreparedArticle:
     fingerprint: Fingerprint
     tags: tuple[TopicTag, ...] = ()
     matches: tuple[Match, ...] = ()
+    probe: Probe | None = None
 
 
 @dataclass(slots=True)
@@ -88,11 +105,16 @@ class _Sql:
     are stored exactly as the ORM would store them.
     """
 
-    def __init__(self, session: Session) -> None:
-        conn = session.connection()
-        self.dialect = conn.dialect
+    def __init__(self, dialect: Any, dbapi_connection: Any) -> None:
+        self.dialect = dialect
         self._qmark = self.dialect.paramstyle == "qmark"
-        self._cursor = conn.connection.cursor()
+        self._cursor = dbapi_connection.cursor()
+
+    @classmethod
+    def of(cls, session: Session) -> _Sql:
+        """Statements in the session's transaction."""
+        conn = session.connection()
+        return cls(conn.dialect, conn.connection)
 
     def _sql(self, sql: str) -> str:
         return sql if self._qmark else sql.replace("?", "%s")
@@ -108,11 +130,23 @@ class _Sql:
             return f"{column} IN ({_placeholders(len(values))})", list(values)
         return f"{column} = ANY(?)", [list(values)]
 
-    def candidates(self, keys: Sequence[int]) -> list[Any]:
-        """(article_id, shared bands, signature) of the top-ranked stored articles."""
+    def candidates(
+        self, keys: Sequence[int], *, after: int | None = None, large: bool = True
+    ) -> list[tuple[int, int, bytes]]:
+        """(shared bands, article_id, signature) of the top-ranked stored articles.
+
+        With `after`, among the articles with a greater id only; `large=False` leaves
+        lsh_band out, for when none of those was merged into it. That probe of the large
+        table is most of a look-up, and what a `Probe` saves the ingest lock.
+        """
         where, params = self.among("key", keys)
-        rows = self.rows(_CANDIDATES_SQL.format(keys=where, limit=MAX_CANDIDATES), params * 2)
-        return [r for r in rows if r[2] is not None]
+        if after is not None:
+            where, params = f"{where} AND article_id > ?", [*params, after]
+        tables = ("lsh_band", "lsh_band_recent") if large else ("lsh_band_recent",)
+        bands = " UNION ALL ".join(f"SELECT article_id FROM {t} WHERE {where}" for t in tables)
+        sql = _CANDIDATES_SQL.format(bands=bands, limit=MAX_CANDIDATES)
+        rows = self.rows(sql, params * len(tables))
+        return [(int(r[1]), int(r[0]), bytes(r[2])) for r in rows if r[2] is not None]
 
     def rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         """All rows of a query."""
@@ -222,9 +256,7 @@ def _dialect(name: str) -> Any:
 _CANDIDATES_SQL = (
     "SELECT r.article_id, r.shared, "
     "(SELECT s.signature FROM article_signature s WHERE s.article_id = r.article_id) FROM "
-    "(SELECT article_id, count(*) AS shared FROM "
-    "(SELECT article_id FROM lsh_band WHERE {keys} "
-    "UNION ALL SELECT article_id FROM lsh_band_recent WHERE {keys}) AS b "
+    "(SELECT article_id, count(*) AS shared FROM ({bands}) AS b "
     "GROUP BY article_id ORDER BY shared DESC LIMIT {limit}) AS r"
 )
 
@@ -251,6 +283,7 @@ class DedupLookup:
         self._band_owner: dict[int, int] = {}
         self._more_bands: dict[int, list[int]] = {}
         self._batch: dict[int, tuple[bytes, int, str]] = {}  # id -> (signature, story, text)
+        self._merged_through: int | None = None
 
     def preload_hashes(self, hashes: Sequence[str]) -> None:
         """Exact-copy look-up for a whole batch in one query."""
@@ -263,13 +296,16 @@ class DedupLookup:
         # Descending ids: the oldest article with the hash is written last and wins.
         self._stored_hashes.update({h: story for h, story in rows})
 
-    def find(self, fp: Fingerprint, text: str | None = None) -> tuple[int, float] | None:
+    def find(
+        self, fp: Fingerprint, text: str | None = None, probe: Probe | None = None
+    ) -> tuple[int, float] | None:
         """(story id, similarity) of the story `fp` copies, if any.
 
         One indexed query ranks the stored articles sharing a band by how many bands they
         share and returns their signatures; only those are verified, so the cost stays
         flat as the store grows (benchmarks/lookup.py). Given the article's `text`,
         borderline estimates are settled on the exact shingles of the few candidates.
+        Given a `probe` made before the lock, only the articles stored since are queried.
         """
         exact = self._batch_hashes.get(fp.text_hash) or self._stored_hashes.get(fp.text_hash)
         if exact is not None:
@@ -277,8 +313,7 @@ class DedupLookup:
         if fp.shingle_count == 0 or not fp.band_keys:
             return None
         keys = sorted(set(fp.band_keys))
-        rows = self._sql.candidates(keys)
-        ranked = [(int(r[1]), int(r[0]), bytes(r[2])) for r in rows]
+        ranked = self._stored_candidates(keys, probe)
         hits = self._band_owner.keys() & keys
         shared = Counter(self._band_owner[key] for key in hits)
         for key in hits & self._more_bands.keys():
@@ -298,7 +333,24 @@ class DedupLookup:
         if article_id in self._batch:
             return self._batch[article_id][1], score
         story = self._sql.value("SELECT story_id FROM article WHERE id = ?", [article_id])
+        if story is None and probe is not None:
+            return self.find(fp, text)  # the probe's article is gone: look up afresh
         return (story if story is not None else article_id), score
+
+    def _stored_candidates(self, keys: list[int], probe: Probe | None) -> list[Any]:
+        """(shared bands, article id, signature) of the best-ranked stored candidates."""
+        if probe is None:
+            return self._sql.candidates(keys)
+        if self._merged_through is None:
+            self._merged_through = _merged_through(self._sql)
+        since = self._sql.candidates(
+            keys, after=probe.through, large=self._merged_through > probe.through
+        )
+        if not since:
+            return list(probe.rows)
+        # An article committed while the probe ran can be in both.
+        known = {aid for _, aid, _ in since}
+        return since + [row for row in probe.rows if row[1] not in known]
 
     def add(self, article_id: int, story_id: int, fp: Fingerprint, text: str) -> None:
         """Make an article of this batch findable before it is written."""
@@ -325,7 +377,7 @@ def find_original(
     session: Session, fp: Fingerprint, threshold: float, text: str | None = None
 ) -> tuple[int, float] | None:
     """The story id a fingerprint duplicates among stored articles (exact, then LSH)."""
-    lookup = DedupLookup(_Sql(session), threshold)
+    lookup = DedupLookup(_Sql.of(session), threshold)
     lookup.preload_hashes([fp.text_hash])
     return lookup.find(fp, text)
 
@@ -338,7 +390,39 @@ def near_duplicate_candidates(
     Ranking by shared bands keeps a true copy (which shares many) inside MAX_CANDIDATES
     even when a common band value brings in many unrelated articles.
     """
-    return [(int(r[0]), bytes(r[2])) for r in _Sql(session).candidates(sorted(set(band_keys)))]
+    rows = _Sql.of(session).candidates(sorted(set(band_keys)))
+    return [(article_id, signature) for _, article_id, signature in rows]
+
+
+def probe_candidates(engine: Engine, items: Sequence[PreparedArticle]) -> list[PreparedArticle]:
+    """`items` with their near-duplicate candidates among the articles stored so far.
+
+    Meant to run before `ingest`, without its lock: in the preparation processes of a
+    poll, or in a task before it stores. The ranked query over the large band table,
+    most of a look-up, then leaves the critical section, which queries only what was
+    stored since (`DedupLookup.find`). Reads committed rows and holds no transaction.
+    A probe is only a head start: if it fails, the items go on without one.
+    """
+    wanted = [i for i, item in enumerate(items) if item.fingerprint.band_keys]
+    if not wanted:
+        return list(items)
+    out = list(items)
+    try:
+        connection = engine.raw_connection()
+        try:
+            sql = _Sql(engine.dialect, connection)
+            # First: ids are taken under the ingest lock and committed in order, so the
+            # queries below see every article up to `through` (and maybe a few more).
+            through = int(sql.value("SELECT coalesce(max(id), 0) FROM article") or 0)
+            for i in wanted:
+                keys = sorted(set(items[i].fingerprint.band_keys))
+                out[i] = replace(items[i], probe=Probe(through, tuple(sql.candidates(keys))))
+        finally:
+            connection.close()
+    except Exception as exc:  # never worse than no probe
+        log.warning("near-duplicate probe failed, looking up under the lock instead: %s", exc)
+        return list(items)
+    return out
 
 
 _ARTICLE_COLUMNS = (
@@ -424,7 +508,7 @@ def ingest(
     if not items:
         return result
     lock_for_ingest(session)
-    sql = _Sql(session)
+    sql = _Sql.of(session)
     fresh = _unseen(sql, origin, feed_id, items)
     result.skipped = len(items) - len(fresh)
     if not fresh:
@@ -440,7 +524,7 @@ def ingest(
     placed: list[tuple[PreparedArticle, int, int]] = []  # item, article id, story id
     for item, article_id in zip(fresh, _reserve_article_ids(sql, len(fresh)), strict=True):
         data, fp = item.article, item.fingerprint
-        original = lookup.find(fp, data.text or data.title)
+        original = lookup.find(fp, data.text or data.title, item.probe)
         story_id = original[0] if original else article_id
         lookup.add(article_id, story_id, fp, data.text or data.title)
         article_rows.append(
@@ -540,6 +624,11 @@ def _unseen(
     return fresh
 
 
+def _merged_through(sql: _Sql) -> int:
+    """The newest article whose bands were merged into lsh_band (0: none yet)."""
+    return int(sql.value("SELECT merged_through FROM lsh_band_state WHERE id = 1") or 0)
+
+
 def _merge_recent_bands(sql: _Sql, *, newest: int) -> None:
     """Move lsh_band_recent into lsh_band once it holds more than RECENT_BAND_ARTICLES'.
 
@@ -547,7 +636,7 @@ def _merge_recent_bands(sql: _Sql, *, newest: int) -> None:
     the large index once; the caller's transaction (which holds the ingest lock) makes
     the move atomic.
     """
-    merged = int(sql.value("SELECT merged_through FROM lsh_band_state WHERE id = 1") or 0)
+    merged = _merged_through(sql)
     if newest - merged <= RECENT_BAND_ARTICLES:
         return
     sql.execute(

@@ -20,7 +20,7 @@ from queue import Empty, SimpleQueue
 import httpx
 from sqlalchemy import Engine
 
-from storage.articles import PreparedArticle, ingest
+from storage.articles import PreparedArticle, ingest, probe_candidates
 from storage.engine import dispose_engines, session_scope
 from storage.feeds import FeedTarget, FetchOutcome, record_fetches
 from storage.models import utcnow
@@ -163,9 +163,16 @@ def store_downloads(
     its new ETag) with them, so a crash loses neither half: the next poll fetches again.
     One commit per group instead of two per feed: a commit cost ~1.7 ms on SQLite,
     as much as storing one article (benchmarks/ingest.py).
+
+    Unless given `prepared`, the items are also probed for near-duplicate candidates
+    before the lock (`probe_candidates`), the look-up's largest query: concurrent
+    workers then spend less of their time waiting for one another.
     """
     if prepared is None:
-        prepared = [prepare(item.entries, matchers) if item.entries else [] for item in items]
+        prepared = [
+            probe_candidates(engine, prepare(item.entries, matchers)) if item.entries else []
+            for item in items
+        ]
     reports = []
     now = utcnow()
     with session_scope(engine) as session:

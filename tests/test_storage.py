@@ -11,7 +11,14 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select, text
 
 from storage.alerts import AlertFilter, list_alerts
-from storage.articles import _processed, duplicate_clusters, get_article, list_articles
+from storage.articles import (
+    _processed,
+    duplicate_clusters,
+    get_article,
+    list_articles,
+    probe_candidates,
+)
+from storage.articles import ingest as ingest_prepared
 from storage.engine import session_scope
 from storage.feeds import (
     MAX_UNFINISHED_CLAIMS,
@@ -24,7 +31,7 @@ from storage.feeds import (
 from storage.models import Alert, Article, utcnow
 from storage.rules import add_rule
 from tasks.models import RawEntry
-from tasks.pipeline import process_entries
+from tasks.pipeline import prepare, process_entries
 from tests.test_fingerprint import OPENING, OTHER
 from tests.test_fingerprint import STORY as LONG_STORY
 from worker.bootstrap import initialize
@@ -245,6 +252,73 @@ def test_near_copies_are_found_before_and_after_their_bands_are_merged(
     assert get_article(engine, fourth.duplicates[0])["duplicate_of"] == original
     after = _band_rows(engine)
     assert after[0] == main and after[1] > 0 and after[2] == merged
+
+
+def _prepared(store: Any, guid: str, content: str) -> Any:
+    settings, engine = store
+    matchers = get_runtime(settings).matchers.get(engine)
+    entry = RawEntry(guid=guid, url=f"https://x.example/{guid}", title="Talks", content=content)
+    return prepare([entry], matchers)
+
+
+def _store_prepared(store: Any, origin: str, items: Any) -> Any:
+    settings, engine = store
+    threshold = settings.near_duplicate_threshold
+    return ingest_prepared(engine, origin=origin, feed_id=None, items=items, threshold=threshold)
+
+
+def test_a_probe_carries_the_stored_candidates_into_ingest(store: Any) -> None:
+    _, engine = store
+    [original] = ingest(store, "feed:a", ("a1", "Cost-sharing talks resume", STORY)).stored
+    copy = probe_candidates(engine, _prepared(store, "b1", COPY))
+    [probe] = [item.probe for item in copy]
+    assert probe is not None and original in [article_id for _, article_id, _ in probe.rows]
+    assert probe.through >= original
+    # Ingest trusts the probe for the articles up to `through`: with the original's
+    # bands gone from both tables, only the probe can still name it.
+    with session_scope(engine) as session:
+        for table in ("lsh_band", "lsh_band_recent"):
+            session.execute(text(f"DELETE FROM {table} WHERE article_id = :i"), {"i": original})
+    [duplicate] = _store_prepared(store, "feed:b", copy).duplicates
+    assert get_article(engine, duplicate)["duplicate_of"] == original
+
+
+def test_ingest_finds_what_was_stored_after_the_probe(store: Any, monkeypatch: Any) -> None:
+    import storage.articles
+
+    _, engine = store
+    copy = probe_candidates(engine, _prepared(store, "b1", COPY))
+    later = probe_candidates(engine, _prepared(store, "c1", COPY.replace("morning", "noon")))
+    [original] = ingest(store, "feed:a", ("a1", "Cost-sharing talks resume", STORY)).stored
+    assert copy[0].probe is not None and copy[0].probe.through < original
+    [duplicate] = _store_prepared(store, "feed:b", copy).duplicates
+    assert get_article(engine, duplicate)["duplicate_of"] == original
+    # Even once the original's bands were merged into lsh_band after the probe.
+    monkeypatch.setattr(storage.articles, "RECENT_BAND_ARTICLES", 0)
+    ingest(store, "feed:z", ("z1", "Other", "<p>An unrelated short notice about the weather.</p>"))
+    assert _band_rows(engine)[1] == 0
+    [third] = _store_prepared(store, "feed:c", later).duplicates
+    assert get_article(engine, third)["duplicate_of"] == original
+
+
+def test_a_probed_original_that_is_gone_is_not_linked(store: Any) -> None:
+    _, engine = store
+    [original] = ingest(store, "feed:a", ("a1", "Cost-sharing talks resume", STORY)).stored
+    copy = probe_candidates(engine, _prepared(store, "b1", COPY))
+    with session_scope(engine) as session:
+        for table in ("lsh_band", "lsh_band_recent"):
+            session.execute(text(f"DELETE FROM {table} WHERE article_id = :i"), {"i": original})
+        session.execute(text("DELETE FROM article WHERE id = :i"), {"i": original})
+    result = _store_prepared(store, "feed:b", copy)
+    assert result.duplicates == [] and len(result.stored) == 1
+
+
+def test_a_failed_probe_leaves_the_look_up_to_ingest(store: Any, tmp_path: Any) -> None:
+    from storage.engine import create_engine_for
+
+    items = _prepared(store, "b1", COPY)
+    empty = create_engine_for(f"sqlite:///{tmp_path / 'no-schema.db'}")
+    assert probe_candidates(empty, items) == items
 
 
 def test_alert_search_and_topic_filter(store: Any) -> None:
