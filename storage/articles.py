@@ -397,11 +397,11 @@ def near_duplicate_candidates(
 def probe_candidates(engine: Engine, items: Sequence[PreparedArticle]) -> list[PreparedArticle]:
     """`items` with their near-duplicate candidates among the articles stored so far.
 
-    Meant to run before `ingest`, without its lock: in the preparation processes of a
-    poll, or in a task before it stores. The ranked query over the large band table,
-    most of a look-up, then leaves the critical section, which queries only what was
-    stored since (`DedupLookup.find`). Reads committed rows and holds no transaction.
-    A probe is only a head start: if it fails, the items go on without one.
+    Meant to run before `ingest`, without its lock (`tasks.polling.store_downloads`).
+    The ranked query over the large band table, most of a look-up, then leaves the
+    critical section, which queries only what was stored since (`DedupLookup.find`).
+    Reads committed rows and holds no transaction. A probe is only a head start: if
+    it fails, the items go on without one.
     """
     wanted = [i for i, item in enumerate(items) if item.fingerprint.band_keys]
     if not wanted:
