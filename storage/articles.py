@@ -337,7 +337,9 @@ class DedupLookup:
             return self.find(fp, text)  # the probe's article is gone: look up afresh
         return (story if story is not None else article_id), score
 
-    def _stored_candidates(self, keys: list[int], probe: Probe | None) -> list[Any]:
+    def _stored_candidates(
+        self, keys: list[int], probe: Probe | None
+    ) -> list[tuple[int, int, bytes]]:
         """(shared bands, article id, signature) of the best-ranked stored candidates."""
         if probe is None:
             return self._sql.candidates(keys)
