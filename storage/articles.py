@@ -34,6 +34,7 @@ from storage.models import (
     RecentLshBand,
     utcnow,
 )
+from storage.runindex import RunIndex
 from tasks.errors import NotFound
 from tasks.fingerprint import Fingerprint, best_match
 from tasks.models import Article as ArticleData
@@ -131,17 +132,25 @@ class _Sql:
         return f"{column} = ANY(?)", [list(values)]
 
     def candidates(
-        self, keys: Sequence[int], *, after: int | None = None, large: bool = True
+        self,
+        keys: Sequence[int],
+        *,
+        after: int | None = None,
+        upto: int | None = None,
+        large: bool = True,
     ) -> list[tuple[int, int, bytes]]:
         """(shared bands, article_id, signature) of the top-ranked stored articles.
 
-        With `after`, among the articles with a greater id only; `large=False` leaves
-        lsh_band out, for when none of those was merged into it. That probe of the large
-        table is most of a look-up, and what a `Probe` saves the ingest lock.
+        With `after` (`upto`), among the articles with a greater (no greater) id only;
+        `large=False` leaves lsh_band out, for when none of those was merged into it.
+        That probe of the large table is most of a look-up, and what a `Probe` saves the
+        ingest lock.
         """
         where, params = self.among("key", keys)
         if after is not None:
             where, params = f"{where} AND article_id > ?", [*params, after]
+        if upto is not None:
+            where, params = f"{where} AND article_id <= ?", [*params, upto]
         tables = ("lsh_band", "lsh_band_recent") if large else ("lsh_band_recent",)
         bands = " UNION ALL ".join(f"SELECT article_id FROM {t} WHERE {where}" for t in tables)
         sql = _CANDIDATES_SQL.format(bands=bands, limit=MAX_CANDIDATES)
@@ -274,9 +283,10 @@ class DedupLookup:
     the same batch is found here in memory instead of in the tables.
     """
 
-    def __init__(self, sql: _Sql, threshold: float) -> None:
+    def __init__(self, sql: _Sql, threshold: float, index: RunIndex | None = None) -> None:
         self._sql = sql
         self._threshold = threshold
+        self._index = index
         self._stored_hashes: dict[str, int] = {}
         self._batch_hashes: dict[str, int] = {}
         # Band key -> the first batch article with it; later ones (rare) in _more_bands.
@@ -305,7 +315,8 @@ class DedupLookup:
         share and returns their signatures; only those are verified, so the cost stays
         flat as the store grows (benchmarks/lookup.py). Given the article's `text`,
         borderline estimates are settled on the exact shingles of the few candidates.
-        Given a `probe` made before the lock, only the articles stored since are queried.
+        Given a `probe` made before the lock, only the articles stored since are queried,
+        or none at all when this process's `RunIndex` holds them.
         """
         exact = self._batch_hashes.get(fp.text_hash) or self._stored_hashes.get(fp.text_hash)
         if exact is not None:
@@ -343,6 +354,10 @@ class DedupLookup:
         """(shared bands, article id, signature) of the best-ranked stored candidates."""
         if probe is None:
             return self._sql.candidates(keys)
+        if self._index is not None and self._index.covers(probe.through):
+            since = self._index.candidates(keys, MAX_CANDIDATES)
+            known = {aid for _, aid, _ in since}
+            return since + [row for row in probe.rows if row[1] not in known]
         if self._merged_through is None:
             self._merged_through = _merged_through(self._sql)
         since = self._sql.candidates(
@@ -396,29 +411,39 @@ def near_duplicate_candidates(
     return [(article_id, signature) for _, article_id, signature in rows]
 
 
-def probe_candidates(engine: Engine, items: Sequence[PreparedArticle]) -> list[PreparedArticle]:
-    """`items` with their near-duplicate candidates among the articles stored so far.
+def probe_candidates(
+    engine: Engine, items: Sequence[PreparedArticle], *, through: int | None = None
+) -> list[PreparedArticle]:
+    """`items` with their near-duplicate candidates among the articles stored so far,
+    or among those up to id `through` only.
 
-    Meant to run before `ingest`, without its lock (`tasks.polling.store_downloads`).
-    The ranked query over the large band table, most of a look-up, then leaves the
-    critical section, which queries only what was stored since (`DedupLookup.find`).
-    Reads committed rows and holds no transaction. A probe is only a head start: if
-    it fails, the items go on without one.
+    Meant to run before `ingest`, without its lock (`tasks.polling`). The ranked query
+    over the large band table, most of a look-up, then leaves the critical section,
+    which queries only what was stored since (`DedupLookup.find`). Reads committed rows
+    and holds no transaction. A probe is only a head start: if it fails, the items go
+    on without one.
     """
     wanted = [i for i, item in enumerate(items) if item.fingerprint.band_keys]
     if not wanted:
         return list(items)
     out = list(items)
+    if through == 0:  # an empty store: nothing to look up
+        for i in wanted:
+            out[i] = replace(items[i], probe=Probe(0, ()))
+        return out
     try:
         connection = engine.raw_connection()
         try:
             sql = _Sql(engine.dialect, connection)
             # First: ids are taken under the ingest lock and committed in order, so the
-            # queries below see every article up to `through` (and maybe a few more).
-            through = int(sql.value("SELECT coalesce(max(id), 0) FROM article") or 0)
+            # queries below see every article up to `seen` (and maybe a few more).
+            seen = through
+            if seen is None:
+                seen = _newest_article(sql)
             for i in wanted:
                 keys = sorted(set(items[i].fingerprint.band_keys))
-                out[i] = replace(items[i], probe=Probe(through, tuple(sql.candidates(keys))))
+                rows = tuple(sql.candidates(keys, upto=through))
+                out[i] = replace(items[i], probe=Probe(seen, rows))
         finally:
             connection.close()
     except Exception as exc:  # never worse than no probe
@@ -462,6 +487,50 @@ _ALERT_COLUMNS = (
 )
 
 
+def _newest_article(sql: _Sql) -> int:
+    return int(sql.value("SELECT coalesce(max(id), 0) FROM article") or 0)
+
+
+def newest_article_id(engine: Engine) -> int:
+    """The id of the newest stored article (0 for none): a `RunIndex` starts there."""
+    with engine.connect() as conn:
+        return int(conn.execute(text("SELECT coalesce(max(id), 0) FROM article")).scalar_one())
+
+
+# A run starting on a store of at most this many articles loads their bands into its
+# `RunIndex` (~40 ms for 2,000), so that nothing needs a probe.
+PRELOAD_ARTICLES = 2000
+
+
+def start_run_index(engine: Engine) -> RunIndex:
+    """A `RunIndex` for a run of ingests starting now.
+
+    It holds the stored articles themselves when they are few (a new store, its seeds):
+    then no look-up of the run needs a probe. Otherwise it starts after the newest one,
+    and the articles stored so far are the probes' part (`probe_candidates`).
+    """
+    newest = newest_article_id(engine)
+    if newest > PRELOAD_ARTICLES:
+        return RunIndex(newest)
+    index = RunIndex(0)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT s.article_id, s.signature, b.key FROM article_signature s "
+                "JOIN (SELECT key, article_id FROM lsh_band "
+                "UNION ALL SELECT key, article_id FROM lsh_band_recent) AS b "
+                "ON b.article_id = s.article_id ORDER BY s.article_id"
+            )
+        ).all()
+    bands: dict[int, tuple[bytes, list[int]]] = {}
+    for article_id, signature, key in rows:
+        bands.setdefault(int(article_id), (bytes(signature), []))[1].append(int(key))
+    for article_id, (signature, keys) in bands.items():
+        index.add(article_id, keys, signature)
+    index.newest = newest
+    return index
+
+
 def _reserve_article_ids(sql: _Sql, count: int) -> list[int]:
     """Ids for the batch's articles, taken while the ingest lock is held."""
     if sql.dialect.name == "postgresql":
@@ -471,7 +540,7 @@ def _reserve_article_ids(sql: _Sql, count: int) -> list[int]:
         )
         return [int(r[0]) for r in rows]
     # SQLite: the write lock is held (BEGIN IMMEDIATE) and ids are max + 1 anyway.
-    first = int(sql.value("SELECT coalesce(max(id), 0) FROM article") or 0) + 1
+    first = _newest_article(sql) + 1
     return list(range(first, first + count))
 
 
@@ -483,6 +552,7 @@ def ingest(
     items: Sequence[PreparedArticle],
     threshold: float,
     session: Session | None = None,
+    index: RunIndex | None = None,
 ) -> IngestResult:
     """Store a batch: skip entries already seen, link duplicates, tag, create alerts.
 
@@ -494,7 +564,9 @@ def ingest(
     Per batch, not per article: one query for guids and URLs already stored, one for
     exact copies, then one ranked band query per article (`DedupLookup`), and one
     executemany per table at the end. Articles of the batch are looked up in memory,
-    so a copy later in the same batch still finds its original.
+    so a copy later in the same batch still finds its original. Given the run's
+    `index`, the stored articles are added to it; the caller invalidates it if the
+    transaction is not committed.
     """
     if session is None:
         with session_scope(engine) as own:
@@ -505,6 +577,7 @@ def ingest(
                 items=items,
                 threshold=threshold,
                 session=own,
+                index=index,
             )
     result = IngestResult()
     if not items:
@@ -516,7 +589,9 @@ def ingest(
     if not fresh:
         return result
     rules = _rules(sql)
-    lookup = DedupLookup(sql, threshold)
+    if index is not None:
+        index.check(_newest_article(sql))
+    lookup = DedupLookup(sql, threshold, index)
     lookup.preload_hashes([item.fingerprint.text_hash for item in fresh])
     now = utcnow()
     article_rows: list[tuple[Any, ...]] = []
@@ -557,6 +632,10 @@ def ingest(
         tag_rows.extend((article_id, t.slug, t.score, list(t.phrases)) for t in item.tags)
         placed.append((item, article_id, story_id))
         (result.duplicates if original else result.stored).append(article_id)
+    if index is not None:
+        for item, article_id, _ in placed:
+            fp = item.fingerprint
+            index.add(article_id, fp.band_keys if fp.shingle_count else (), fp.signature)
     tables = _tables()
     sql.insert_many(tables["article"], _ARTICLE_COLUMNS, article_rows)
     sql.insert_many(tables["article_signature"], ("article_id", "signature"), signature_rows)

@@ -20,10 +20,11 @@ from queue import Empty, SimpleQueue
 import httpx
 from sqlalchemy import Engine
 
-from storage.articles import PreparedArticle, ingest, probe_candidates
-from storage.engine import dispose_engines, session_scope
+from storage.articles import PreparedArticle, ingest, probe_candidates, start_run_index
+from storage.engine import dispose_engines, get_engine, session_scope
 from storage.feeds import FeedTarget, FetchOutcome, record_fetches
 from storage.models import utcnow
+from storage.runindex import RunIndex
 from tasks.fetch import FetchPolicy, FetchResult, fetch_url
 from tasks.models import RawEntry
 from tasks.parse import parse_feed
@@ -155,6 +156,7 @@ def store_downloads(
     threshold: float,
     max_backoff: int,
     prepared: Sequence[list[PreparedArticle]] | None = None,
+    index: RunIndex | None = None,
 ) -> list[PollReport]:
     """Store several downloads and record their fetches in one transaction.
 
@@ -169,6 +171,7 @@ def store_downloads(
     concurrent workers then spend less of their time waiting for one another
     (benchmarks/scaleout.py, 2 workers: 1.27 -> 1.39x one worker's rate). Not on
     PostgreSQL: there the probe's queries cost ~2 ms per article, more than storing it.
+    A long run passes its `index` (see `poll_targets`), switched off if the commit fails.
     """
     if prepared is None:
         probe = engine.dialect.name == "sqlite"
@@ -176,6 +179,26 @@ def store_downloads(
         for item in items:
             batch = prepare(item.entries, matchers) if item.entries else []
             prepared.append(probe_candidates(engine, batch) if batch and probe else batch)
+    try:
+        reports = _store_prepared(
+            engine, items, prepared, max_backoff=max_backoff, threshold=threshold, index=index
+        )
+    except BaseException:
+        if index is not None:
+            index.invalidate()  # it may hold articles that were rolled back
+        raise
+    return reports
+
+
+def _store_prepared(
+    engine: Engine,
+    items: Sequence[Download],
+    prepared: Sequence[list[PreparedArticle]],
+    *,
+    threshold: float,
+    max_backoff: int,
+    index: RunIndex | None,
+) -> list[PollReport]:
     reports = []
     now = utcnow()
     with session_scope(engine) as session:
@@ -192,6 +215,7 @@ def store_downloads(
                     items=batch,
                     threshold=threshold,
                     session=session,
+                    index=index,
                 )
                 report.stored = len(result.stored)
                 report.duplicates = len(result.duplicates)
@@ -208,9 +232,27 @@ def store_downloads(
 
 Prepared = tuple[Download, list[PreparedArticle]]
 
-# The matchers a forked preparation process uses: set in the parent just before the
-# fork, so children inherit them instead of unpickling automata.
+
+@dataclass(frozen=True, slots=True)
+class _Probing:
+    """A poll's look-up of near-duplicate candidates among the articles stored before
+    it began (ids up to `through`), made in the preparation processes. The articles the
+    poll stores itself are in its `RunIndex`: the storing thread queries neither."""
+
+    url: str
+    through: int
+
+    def probe(self, batch: list[PreparedArticle]) -> list[PreparedArticle]:
+        """`batch` with its probes (no query at all when the store was empty)."""
+        if not batch:
+            return batch
+        return probe_candidates(get_engine(self.url), batch, through=self.through)
+
+
+# What a forked preparation process uses: set in the parent just before the fork, so
+# children inherit them instead of unpickling automata.
 _forked_matchers: Matchers | None = None
+_forked_probing: _Probing | None = None
 
 
 def _parse_and_prepare(target: FeedTarget, result: FetchResult) -> Prepared:
@@ -222,6 +264,8 @@ def _parse_and_prepare(target: FeedTarget, result: FetchResult) -> Prepared:
     assert _forked_matchers is not None
     item = interpret(target, result)
     batch = prepare(item.entries, _forked_matchers) if item.entries else []
+    if _forked_probing is not None:
+        batch = _forked_probing.probe(batch)
     return Download(item.target, item.outcome), batch
 
 
@@ -238,7 +282,9 @@ def _groups(ready: list[Prepared], max_entries: int) -> Iterator[list[Prepared]]
         yield group
 
 
-def _preparation_pool(matchers: Matchers, processes: int) -> ProcessPoolExecutor | None:
+def _preparation_pool(
+    matchers: Matchers, processes: int, probing: _Probing | None
+) -> ProcessPoolExecutor | None:
     """Worker processes for parsing and preparing entries.
 
     Parsing, normalizing, fingerprinting and matching are pure Python CPU work: threads
@@ -247,10 +293,10 @@ def _preparation_pool(matchers: Matchers, processes: int) -> ProcessPoolExecutor
     Call it only while no other thread of this process can hold a lock (see
     `_Downloads.pause`): a fork copies locks as they are.
     """
-    global _forked_matchers
+    global _forked_matchers, _forked_probing
     if processes <= 1 or sys.platform == "win32":
         return None
-    _forked_matchers = matchers
+    _forked_matchers, _forked_probing = matchers, probing
     pool = ProcessPoolExecutor(
         max_workers=processes,
         mp_context=multiprocessing.get_context("fork"),
@@ -405,10 +451,21 @@ def poll_targets(
     threads pause (PAUSE_SECONDS at most) so that none runs during the fork, and this
     thread prepares what arrives meanwhile. Forking the pool cost ~50-100 ms, a tenth
     of a poll where every feed answers 304.
+
+    Near-duplicate look-ups: the preparation processes probe the articles stored before
+    the poll began; the ones it stores itself are looked up in memory (`RunIndex`).
+    The storing thread then runs no candidate query: 1,000 x 50 entries, ~40% of its
+    time (benchmarks/ingest.py). Not on PostgreSQL with articles stored already: its
+    probes cost more than the look-ups they save (see `store_downloads`).
     """
     reports: list[PollReport] = []
+    probing, index = _run_look_ups(engine)
     use_pool = len(targets) > 1 and processes > 1 and sys.platform != "win32"
-    cpu = _preparation_pool(matchers, processes) if use_pool and _expects_content(targets) else None
+    cpu = (
+        _preparation_pool(matchers, processes, probing)
+        if use_pool and _expects_content(targets)
+        else None
+    )
     # When the first changed feed arrives without a pool: pause the downloads until
     # this moment at most, then fork (once) if they are idle, or go on without.
     pause_until: float | None = None
@@ -429,6 +486,7 @@ def poll_targets(
                 threshold=threshold,
                 max_backoff=max_backoff,
                 prepared=[batch for _, batch in group],
+                index=index,
             )
         )
 
@@ -458,12 +516,14 @@ def poll_targets(
                                 pause_until = time.monotonic() + PAUSE_SECONDS
                             item = interpret(target, arrival)
                             batch = prepare(item.entries, matchers) if item.entries else []
+                            if probing is not None:
+                                batch = probing.probe(batch)
                             ready.append((item, batch))
                     if pause_until is not None and (
                         downloads.idle() or time.monotonic() >= pause_until
                     ):
                         if downloads.idle() and downloads.left():
-                            cpu = _preparation_pool(matchers, processes)
+                            cpu = _preparation_pool(matchers, processes, probing)
                         downloads.resume()
                         pause_until, pool_tried = None, True
                     outstanding -= len(ready)
@@ -488,6 +548,15 @@ def poll_targets(
         if cpu is not None:
             cpu.shutdown(cancel_futures=True)
     return reports
+
+
+def _run_look_ups(engine: Engine) -> tuple[_Probing | None, RunIndex | None]:
+    """How a poll's near-duplicate look-ups run (see `poll_targets`)."""
+    index = start_run_index(engine)
+    if index.start and engine.dialect.name != "sqlite":
+        return None, None
+    url = engine.url.render_as_string(hide_password=False)
+    return _Probing(url, index.start), index
 
 
 def _expects_content(targets: list[FeedTarget]) -> bool:

@@ -177,6 +177,33 @@ def test_preparation_processes_store_the_same_as_one_process(
     assert len(cli("alerts", "list", "--format", "json").json()) == 1
 
 
+@pytest.mark.parametrize("preload", [True, False])
+def test_a_poll_links_copies_of_articles_stored_before_it(
+    cli: Any, feeds: FeedServer, monkeypatch: Any, preload: bool
+) -> None:
+    import storage.articles
+    from worker.settings import get_settings
+
+    if not preload:  # a store too large to load: the preparation processes probe it
+        monkeypatch.setattr(storage.articles, "PRELOAD_ARTICLES", 0)
+    monkeypatch.setenv("NEWSWATCH_POLL_PROCESSES", "2")
+    get_settings.cache_clear()
+    feeds.put("/a.xml", feed_with(("x1", "Talks on troop costs", STORY + " " + LATER)))
+    cli("init")
+    cli("feeds", "add", feeds.url("/a.xml"))
+    assert cli("poll").code == 0
+    copy = "<p>READ ALSO: Markets rally</p><p>" + STORY + "</p><p>" + LATER + "</p>"
+    for n in range(3):
+        feeds.put(f"/b{n}.xml", feed_with((f"y{n}", "Allies discuss troop costs", copy)))
+        cli("feeds", "add", feeds.url(f"/b{n}.xml"))
+    reports = cli("poll", "--format", "json").json()
+    assert sum(r["duplicates"] for r in reports) == 3
+    articles = {
+        a["guid"].rsplit("/", 1)[-1]: a for a in cli("articles", "list", "--format", "json").json()
+    }
+    assert {articles[f"y{n}"]["duplicate_of"] for n in range(3)} == {articles["x1"]["id"]}
+
+
 def _harvest_feeds(feeds: FeedServer, count: int, version: int) -> None:
     """`count` one-entry feeds; each (feed, version) is a story of its own words."""
     for n in range(count):
@@ -203,9 +230,9 @@ def forks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     seen: list[int] = []
     real_pool = tasks.polling._preparation_pool
 
-    def counted(matchers: Any, processes: int) -> Any:
+    def counted(matchers: Any, processes: int, probing: Any) -> Any:
         seen.append(processes)
-        return real_pool(matchers, processes)
+        return real_pool(matchers, processes, probing)
 
     monkeypatch.setattr(tasks.polling, "_preparation_pool", counted)
     return seen

@@ -6,6 +6,7 @@ import json
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import func, select, text
@@ -17,6 +18,7 @@ from storage.articles import (
     get_article,
     list_articles,
     probe_candidates,
+    start_run_index,
 )
 from storage.articles import ingest as ingest_prepared
 from storage.engine import session_scope
@@ -319,6 +321,103 @@ def test_a_failed_probe_leaves_the_look_up_to_ingest(store: Any, tmp_path: Any) 
     items = _prepared(store, "b1", COPY)
     empty = create_engine_for(f"sqlite:///{tmp_path / 'no-schema.db'}")
     assert probe_candidates(empty, items) == items
+
+
+def _forget_bands(engine: Any, article_id: int) -> None:
+    """Remove an article's bands from both tables: only an in-memory index still has them."""
+    with session_scope(engine) as session:
+        for table in ("lsh_band", "lsh_band_recent"):
+            session.execute(text(f"DELETE FROM {table} WHERE article_id = :i"), {"i": article_id})
+
+
+def _store_in_run(store: Any, origin: str, items: Any, index: Any) -> Any:
+    settings, engine = store
+    probed = probe_candidates(engine, items, through=index.start)
+    threshold = settings.near_duplicate_threshold
+    return ingest_prepared(
+        engine, origin=origin, feed_id=None, items=probed, threshold=threshold, index=index
+    )
+
+
+def test_a_run_index_finds_what_the_run_stored_without_the_band_tables(store: Any) -> None:
+    _, engine = store
+    index = start_run_index(engine)
+    [original] = _store_in_run(store, "feed:a", _prepared(store, "a1", STORY), index).stored
+    _forget_bands(engine, original)
+    [duplicate] = _store_in_run(store, "feed:b", _prepared(store, "b1", COPY), index).duplicates
+    assert get_article(engine, duplicate)["duplicate_of"] == original
+    assert index.valid and index.newest == duplicate
+
+
+def test_a_run_index_of_a_small_store_holds_its_articles(store: Any) -> None:
+    _, engine = store
+    [original] = ingest(store, "feed:a", ("a1", "Cost-sharing talks resume", STORY)).stored
+    index = start_run_index(engine)  # the seeds and the original: few, loaded
+    assert index.start == 0
+    _forget_bands(engine, original)
+    [duplicate] = _store_in_run(store, "feed:b", _prepared(store, "b1", COPY), index).duplicates
+    assert get_article(engine, duplicate)["duplicate_of"] == original
+
+
+def test_a_run_index_of_a_large_store_leaves_its_articles_to_the_probes(
+    store: Any, monkeypatch: Any
+) -> None:
+    import storage.articles
+
+    _, engine = store
+    [original] = ingest(store, "feed:a", ("a1", "Cost-sharing talks resume", STORY)).stored
+    monkeypatch.setattr(storage.articles, "PRELOAD_ARTICLES", 0)
+    index = start_run_index(engine)
+    assert index.start == original
+    [duplicate] = _store_in_run(store, "feed:b", _prepared(store, "b1", COPY), index).duplicates
+    assert get_article(engine, duplicate)["duplicate_of"] == original
+
+
+def test_another_writer_during_a_run_is_still_seen(store: Any) -> None:
+    _, engine = store
+    index = start_run_index(engine)
+    # Stored by someone else (another worker): not in the index.
+    [original] = ingest(store, "feed:a", ("a1", "Cost-sharing talks resume", STORY)).stored
+    [duplicate] = _store_in_run(store, "feed:b", _prepared(store, "b1", COPY), index).duplicates
+    assert get_article(engine, duplicate)["duplicate_of"] == original
+    assert not index.valid  # the look-ups of the rest of the run go to the database
+
+
+def test_a_failed_commit_switches_the_run_index_off(store: Any, monkeypatch: Any) -> None:
+    import tasks.polling
+    from storage.feeds import FeedTarget, FetchOutcome
+
+    settings, engine = store
+    runtime = get_runtime(settings)
+    feed = add_feed(engine, "https://x.example/feed.xml", interval_seconds=600)
+    index = start_run_index(engine)
+    download = tasks.polling.Download(
+        FeedTarget(feed["id"], feed["url"], None, None),
+        FetchOutcome(status=200, entries=1),
+    )
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(tasks.polling, "record_fetches", broken)
+    before = _article_count(engine)
+    with pytest.raises(RuntimeError, match="disk full"):
+        tasks.polling.store_downloads(
+            engine,
+            runtime.matchers.get(engine),
+            [download],
+            threshold=settings.near_duplicate_threshold,
+            max_backoff=3600,
+            prepared=[_prepared(store, "a1", STORY)],
+            index=index,
+        )
+    assert _article_count(engine) == before  # rolled back
+    assert not index.valid  # and the index no longer claims the rolled-back article
+
+
+def _article_count(engine: Any) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(text("SELECT count(*) FROM article")).scalar_one())
 
 
 def test_alert_search_and_topic_filter(store: Any) -> None:

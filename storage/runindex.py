@@ -1,0 +1,138 @@
+"""The near-duplicate bands of the articles one process stored during a long run.
+
+`newswatch poll` stores thousands of articles in a row, and each look-up asked the
+database for candidates among everything stored: the ranked band query was ~40% of the
+storing thread's time in a 1,000 x 50 poll (benchmarks/ingest.py). The articles stored
+before the poll began are looked up once, in the preparation processes (a `Probe`);
+the ones the poll stored itself are here, in memory, and found without a query.
+
+Kept as two sorted numpy arrays (12 bytes per band row: ~0.5 KB per article, with its
+signature ~0.7 KB) plus the rows added since the last `flush`. The index only answers
+for what it holds: ingest checks under its lock that the newest article in the store is
+the newest one here (`check`); anything else (another writer, a deletion, a failed
+commit, too many articles) switches it off, and the look-ups go back to SQL.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+
+import numpy as np
+
+# At most this many articles are held (~70 MB); past it the look-ups use SQL again.
+RUN_INDEX_ARTICLES = 100_000
+# Distinct keys added since the last merge into the arrays, at most (~100 bytes each).
+PENDING_ROWS = 200_000
+
+
+class RunIndex:
+    """Bands and signatures of the articles stored after article id `start`."""
+
+    def __init__(self, start: int, *, max_articles: int = RUN_INDEX_ARTICLES) -> None:
+        self.start = start
+        self.newest = start  # every article in (start, newest] is here
+        self.valid = True
+        self._max_articles = max_articles
+        self._count = 0
+        self._signatures: dict[int, bytes] = {}
+        # Merged rows, as a hash table: sorted keys (as unsigned, so that the top bits
+        # name the bucket), their articles, and where each bucket starts.
+        self._keys = np.empty(0, np.uint64)
+        self._ids = np.empty(0, np.int64)
+        self._shift = 64
+        self._offsets = np.zeros(2, np.int64)
+        # Rows added since the last flush: key -> its first article, and the rare others.
+        self._owner: dict[int, int] = {}
+        self._more: dict[int, list[int]] = {}
+
+    def covers(self, through: int) -> bool:
+        """Whether this index holds every article stored after id `through`."""
+        return self.valid and through >= self.start
+
+    def check(self, newest_stored: int) -> None:
+        """Switch off unless `newest_stored` (the store's max id, under the ingest lock)
+        is the newest article here: someone else stored or deleted articles meanwhile."""
+        if newest_stored != self.newest:
+            self.invalidate()
+
+    def add(self, article_id: int, keys: Sequence[int], signature: bytes) -> None:
+        """Hold a newly stored article (ids only grow)."""
+        if not self.valid:
+            return
+        if self._count >= self._max_articles:
+            self.invalidate()
+            return
+        self._count += 1
+        self.newest = article_id
+        if not keys:
+            return
+        self._signatures[article_id] = signature
+        distinct = set(keys)
+        taken = distinct & self._owner.keys()
+        for key in taken:
+            self._more.setdefault(key, []).append(article_id)
+        self._owner.update(dict.fromkeys(distinct - taken, article_id))
+        if len(self._owner) >= PENDING_ROWS:
+            self.flush()
+
+    def candidates(self, keys: Sequence[int], limit: int) -> list[tuple[int, int, bytes]]:
+        """(shared bands, article id, signature) of the `limit` articles sharing most of
+        `keys` (distinct), best first."""
+        if not self.valid:
+            return []
+        shared: Counter[int] = Counter()
+        if len(self._keys):
+            wanted = np.fromiter(keys, np.int64, len(keys)).view(np.uint64)
+            buckets = (wanted >> np.uint64(self._shift)).astype(np.intp)
+            lo, hi = self._offsets[buckets], self._offsets[buckets + 1]
+            sizes = hi - lo
+            total = int(sizes.sum())
+            if total:
+                # Every row of the keys' buckets, then those whose key is the one wanted.
+                rows = np.arange(total) + np.repeat(lo - (np.cumsum(sizes) - sizes), sizes)
+                hits = self._keys[rows] == np.repeat(wanted, sizes)
+                shared.update(self._ids[rows[hits]].tolist())
+        if self._owner:
+            owner, more = self._owner, self._more
+            for key in owner.keys() & keys:
+                shared[owner[key]] += 1
+                if key in more:
+                    shared.update(more[key])
+        return [(n, aid, self._signatures[aid]) for aid, n in shared.most_common(limit)]
+
+    def flush(self) -> None:
+        """Merge the rows added since the last flush into the hash table.
+
+        Only every PENDING_ROWS keys (~5,000 articles): each merge copies the table.
+        """
+        if not self._owner:
+            return
+        keys = list(self._owner)
+        ids = list(self._owner.values())
+        for key, others in self._more.items():
+            keys += [key] * len(others)
+            ids += others
+        new_keys = np.array(keys, np.int64).view(np.uint64)
+        order = np.argsort(new_keys, kind="stable")
+        new_keys, new_ids = new_keys[order], np.array(ids, np.int64)[order]
+        at = np.searchsorted(self._keys, new_keys, "right")
+        self._keys = np.insert(self._keys, at, new_keys)
+        self._ids = np.insert(self._ids, at, new_ids)
+        self._owner, self._more = {}, {}
+        # About one row per bucket: 2**bits >= rows.
+        bits = max(1, int(len(self._keys) - 1).bit_length())
+        self._shift = 64 - bits
+        counts = np.bincount(
+            (self._keys >> np.uint64(self._shift)).astype(np.intp), minlength=1 << bits
+        )
+        self._offsets = np.concatenate(([0], np.cumsum(counts)))
+
+    def invalidate(self) -> None:
+        """Stop answering (and free the memory): look-ups go back to the database."""
+        self.valid = False
+        self._keys, self._ids = np.empty(0, np.uint64), np.empty(0, np.int64)
+        self._offsets = np.zeros(2, np.int64)
+        self._owner, self._more = {}, {}
+        self._signatures.clear()
+        self._count = 0
