@@ -6,11 +6,12 @@ storing thread's time in a 1,000 x 50 poll (benchmarks/ingest.py). The articles 
 before the poll began are looked up once, in the preparation processes (a `Probe`);
 the ones the poll stored itself are here, in memory, and found without a query.
 
-Kept as two sorted numpy arrays (12 bytes per band row: ~0.5 KB per article, with its
-signature ~0.7 KB) plus the rows added since the last `flush`. The index only answers
-for what it holds: ingest checks under its lock that the newest article in the store is
-the newest one here (`check`); anything else (another writer, a deletion, a failed
-commit, too many articles) switches it off, and the look-ups go back to SQL.
+Kept as a hash table in numpy arrays (~16 bytes per band row), the signatures, and the
+rows added since the last `flush`: a 1,000 x 50 poll's peak memory grew by ~64 MB for
+its 50,000 articles. The index only answers for what it holds: ingest checks under its
+lock that the newest article in the store is the newest one here (`check`); anything
+else (another writer, a deletion, a failed commit, too many articles) switches it off,
+and the look-ups go back to SQL.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-# At most this many articles are held (~70 MB); past it the look-ups use SQL again.
+# At most this many articles are held (~130 MB); past it the look-ups use SQL again.
 RUN_INDEX_ARTICLES = 100_000
 # Distinct keys added since the last merge into the arrays, at most (~100 bytes each).
 PENDING_ROWS = 200_000
@@ -35,14 +36,16 @@ class RunIndex:
         self.valid = True
         self._max_articles = max_articles
         self._count = 0
-        self._signatures: dict[int, bytes] = {}
+        # Articles with bands get a slot: their id and signature, in the order added.
+        self._article_ids: list[int] = []
+        self._signatures: list[bytes] = []
         # Merged rows, as a hash table: sorted keys (as unsigned, so that the top bits
-        # name the bucket), their articles, and where each bucket starts.
+        # name the bucket), their slots, and where each bucket starts.
         self._keys = np.empty(0, np.uint64)
-        self._ids = np.empty(0, np.int64)
+        self._slots = np.empty(0, np.int32)
         self._shift = 64
-        self._offsets = np.zeros(2, np.int64)
-        # Rows added since the last flush: key -> its first article, and the rare others.
+        self._offsets = np.zeros(2, np.int32)
+        # Rows added since the last flush: key -> its first slot, and the rare others.
         self._owner: dict[int, int] = {}
         self._more: dict[int, list[int]] = {}
 
@@ -67,12 +70,14 @@ class RunIndex:
         self.newest = article_id
         if not keys:
             return
-        self._signatures[article_id] = signature
+        slot = len(self._article_ids)
+        self._article_ids.append(article_id)
+        self._signatures.append(signature)
         distinct = set(keys)
         taken = distinct & self._owner.keys()
         for key in taken:
-            self._more.setdefault(key, []).append(article_id)
-        self._owner.update(dict.fromkeys(distinct - taken, article_id))
+            self._more.setdefault(key, []).append(slot)
+        self._owner.update(dict.fromkeys(distinct - taken, slot))
         if len(self._owner) >= PENDING_ROWS:
             self.flush()
 
@@ -81,7 +86,7 @@ class RunIndex:
         `keys` (distinct), best first."""
         if not self.valid:
             return []
-        shared: Counter[int] = Counter()
+        shared: Counter[int] = Counter()  # slot -> bands shared
         if len(self._keys):
             wanted = np.fromiter(keys, np.int64, len(keys)).view(np.uint64)
             buckets = (wanted >> np.uint64(self._shift)).astype(np.intp)
@@ -92,14 +97,15 @@ class RunIndex:
                 # Every row of the keys' buckets, then those whose key is the one wanted.
                 rows = np.arange(total) + np.repeat(lo - (np.cumsum(sizes) - sizes), sizes)
                 hits = self._keys[rows] == np.repeat(wanted, sizes)
-                shared.update(self._ids[rows[hits]].tolist())
+                shared.update(self._slots[rows[hits]].tolist())
         if self._owner:
             owner, more = self._owner, self._more
             for key in owner.keys() & keys:
                 shared[owner[key]] += 1
                 if key in more:
                     shared.update(more[key])
-        return [(n, aid, self._signatures[aid]) for aid, n in shared.most_common(limit)]
+        ids, signatures = self._article_ids, self._signatures
+        return [(n, ids[slot], signatures[slot]) for slot, n in shared.most_common(limit)]
 
     def flush(self) -> None:
         """Merge the rows added since the last flush into the hash table.
@@ -109,30 +115,31 @@ class RunIndex:
         if not self._owner:
             return
         keys = list(self._owner)
-        ids = list(self._owner.values())
+        slots = list(self._owner.values())
         for key, others in self._more.items():
             keys += [key] * len(others)
-            ids += others
+            slots += others
         new_keys = np.array(keys, np.int64).view(np.uint64)
         order = np.argsort(new_keys, kind="stable")
-        new_keys, new_ids = new_keys[order], np.array(ids, np.int64)[order]
+        new_keys, new_slots = new_keys[order], np.array(slots, np.int32)[order]
         at = np.searchsorted(self._keys, new_keys, "right")
         self._keys = np.insert(self._keys, at, new_keys)
-        self._ids = np.insert(self._ids, at, new_ids)
+        self._slots = np.insert(self._slots, at, new_slots)
         self._owner, self._more = {}, {}
-        # About one row per bucket: 2**bits >= rows.
-        bits = max(1, int(len(self._keys) - 1).bit_length())
+        # One to two rows per bucket: 2**bits > rows / 2.
+        bits = max(1, (len(self._keys) // 2).bit_length())
         self._shift = 64 - bits
         counts = np.bincount(
             (self._keys >> np.uint64(self._shift)).astype(np.intp), minlength=1 << bits
         )
-        self._offsets = np.concatenate(([0], np.cumsum(counts)))
+        self._offsets = np.zeros(len(counts) + 1, np.int32)
+        np.cumsum(counts, out=self._offsets[1:])
 
     def invalidate(self) -> None:
         """Stop answering (and free the memory): look-ups go back to the database."""
         self.valid = False
-        self._keys, self._ids = np.empty(0, np.uint64), np.empty(0, np.int64)
-        self._offsets = np.zeros(2, np.int64)
+        self._keys, self._slots = np.empty(0, np.uint64), np.empty(0, np.int32)
+        self._offsets = np.zeros(2, np.int32)
         self._owner, self._more = {}, {}
-        self._signatures.clear()
+        self._article_ids, self._signatures = [], []
         self._count = 0
