@@ -242,11 +242,14 @@ class _Probing:
     url: str
     through: int
 
-    def probe(self, batch: list[PreparedArticle]) -> list[PreparedArticle]:
-        """`batch` with its probes (no query at all when the store was empty)."""
+    def probe(
+        self, batch: list[PreparedArticle], engine: Engine | None = None
+    ) -> list[PreparedArticle]:
+        """`batch` with its probes (no query at all when the store was empty), made on
+        `engine`, or in a preparation process on its own engine for `url`."""
         if not batch:
             return batch
-        return probe_candidates(get_engine(self.url), batch, through=self.through)
+        return probe_candidates(engine or get_engine(self.url), batch, through=self.through)
 
 
 # What a forked preparation process uses: set in the parent just before the fork, so
@@ -517,7 +520,7 @@ def poll_targets(
                             item = interpret(target, arrival)
                             batch = prepare(item.entries, matchers) if item.entries else []
                             if probing is not None:
-                                batch = probing.probe(batch)
+                                batch = probing.probe(batch, engine)
                             ready.append((item, batch))
                     if pause_until is not None and (
                         downloads.idle() or time.monotonic() >= pause_until
