@@ -28,12 +28,19 @@ PENDING_ROWS = 200_000
 
 
 class RunIndex:
-    """Bands and signatures of the articles stored after article id `start`."""
+    """Bands and signatures of the articles stored after article id `start`.
 
-    def __init__(self, start: int, *, max_articles: int = RUN_INDEX_ARTICLES) -> None:
+    Made with `loaded=False`, it is to hold every stored article (start 0): its owner
+    calls `load` with them before the first look-up (`storage.articles.ingest`).
+    """
+
+    def __init__(
+        self, start: int, *, max_articles: int = RUN_INDEX_ARTICLES, loaded: bool = True
+    ) -> None:
         self.start = start
         self.newest = start  # every article in (start, newest] is here
         self.valid = True
+        self.loaded = loaded
         self._max_articles = max_articles
         self._count = 0
         # Articles with bands get a slot: their id and signature, in the order added.
@@ -51,13 +58,39 @@ class RunIndex:
 
     def covers(self, through: int) -> bool:
         """Whether this index holds every article stored after id `through`."""
-        return self.valid and through >= self.start
+        return self.valid and self.loaded and through >= self.start
 
     def check(self, newest_stored: int) -> None:
         """Switch off unless `newest_stored` (the store's max id, under the ingest lock)
         is the newest article here: someone else stored or deleted articles meanwhile."""
         if newest_stored != self.newest:
             self.invalidate()
+
+    def load(
+        self,
+        signatures: Sequence[tuple[int, bytes]],
+        bands: Sequence[tuple[int, int]],
+        newest: int,
+    ) -> None:
+        """Take the stored articles at once: (article id, signature) in id order, their
+        (article id, band key) rows, and the newest article id in the store."""
+        self.loaded = True
+        if len(signatures) > self._max_articles:
+            self.invalidate()
+            return
+        self._article_ids = [int(aid) for aid, _ in signatures]
+        self._signatures = [bytes(signature) for _, signature in signatures]
+        self._count = len(signatures)
+        self.newest = newest
+        if not bands:
+            return
+        rows = np.array(bands, np.int64).reshape(-1, 2)
+        known = np.array(self._article_ids, np.int64)
+        slots = np.searchsorted(known, rows[:, 0])
+        has_signature = (slots < len(known)) & (
+            known[np.minimum(slots, len(known) - 1)] == rows[:, 0]
+        )
+        self._merge(rows[has_signature, 1].view(np.uint64), slots[has_signature].astype(np.int32))
 
     def add(self, article_id: int, keys: Sequence[int], signature: bytes) -> None:
         """Hold a newly stored article (ids only grow)."""
@@ -119,13 +152,16 @@ class RunIndex:
         for key, others in self._more.items():
             keys += [key] * len(others)
             slots += others
-        new_keys = np.array(keys, np.int64).view(np.uint64)
-        order = np.argsort(new_keys, kind="stable")
-        new_keys, new_slots = new_keys[order], np.array(slots, np.int32)[order]
-        at = np.searchsorted(self._keys, new_keys, "right")
-        self._keys = np.insert(self._keys, at, new_keys)
-        self._slots = np.insert(self._slots, at, new_slots)
         self._owner, self._more = {}, {}
+        self._merge(np.array(keys, np.int64).view(np.uint64), np.array(slots, np.int32))
+
+    def _merge(self, keys: np.ndarray, slots: np.ndarray) -> None:
+        # Insert (key, slot) rows into the sorted arrays and rebuild the bucket offsets.
+        order = np.argsort(keys, kind="stable")
+        keys, slots = keys[order], slots[order]
+        at = np.searchsorted(self._keys, keys, "right")
+        self._keys = np.insert(self._keys, at, keys)
+        self._slots = np.insert(self._slots, at, slots)
         # One to two rows per bucket: 2**bits > rows / 2.
         bits = max(1, (len(self._keys) // 2).bit_length())
         self._shift = 64 - bits

@@ -45,6 +45,29 @@ def test_candidates_count_the_shared_bands_like_the_tables(
     assert len(index.candidates(sorted(set(query)), limit=1)) == min(1, len(expected))
 
 
+@settings(max_examples=100, deadline=None)
+@given(ARTICLES, st.lists(KEYS, max_size=8), st.integers(0, 30))
+def test_loading_stored_articles_answers_like_adding_them(
+    articles: list[tuple[list[int], bool]], query: list[int], loaded: int
+) -> None:
+    stored = {aid: keys for aid, (keys, _) in enumerate(articles, start=1) if keys}
+    index = RunIndex(0, loaded=False)
+    assert not index.covers(0)  # not before it is loaded
+    first = {aid: keys for aid, keys in stored.items() if aid <= loaded}
+    index.load(
+        [(aid, b"sig%d" % aid) for aid in sorted(first)],
+        [(aid, key) for aid, keys in first.items() for key in set(keys)],
+        newest=min(loaded, len(articles)),
+    )
+    for aid in range(loaded + 1, len(articles) + 1):
+        index.add(aid, stored.get(aid, []), b"sig%d" % aid)
+    index.check(len(articles))
+    assert index.valid and index.covers(0)
+    found = index.candidates(sorted(set(query)), limit=100)
+    assert {aid: n for n, aid, _ in found} == dict(_shared(stored, query))
+    assert all(signature == b"sig%d" % aid for _, aid, signature in found)
+
+
 def test_it_answers_only_for_what_follows_its_start() -> None:
     index = RunIndex(100)
     index.add(101, [1, 2], b"a")
