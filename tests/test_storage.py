@@ -323,6 +323,9 @@ def test_a_failed_probe_leaves_the_look_up_to_ingest(store: Any, tmp_path: Any) 
     assert probe_candidates(empty, items) == items
 
 
+WEATHER = "<p>An unrelated short notice about the weather on the coast this weekend.</p>"
+
+
 def _forget_bands(engine: Any, article_id: int) -> None:
     """Remove an article's bands from both tables: only an in-memory index still has them."""
     with session_scope(engine) as session:
@@ -352,8 +355,10 @@ def test_a_run_index_finds_what_the_run_stored_without_the_band_tables(store: An
 def test_a_run_index_of_a_small_store_holds_its_articles(store: Any) -> None:
     _, engine = store
     [original] = ingest(store, "feed:a", ("a1", "Cost-sharing talks resume", STORY)).stored
-    index = start_run_index(engine)  # the seeds and the original: few, loaded
-    assert index.start == 0
+    index = start_run_index(engine)  # the seeds and the original: few, to be loaded
+    assert index.start == 0 and not index.loaded
+    _store_in_run(store, "feed:z", _prepared(store, "z1", WEATHER), index)  # loads them
+    assert index.loaded and index.valid
     _forget_bands(engine, original)
     [duplicate] = _store_in_run(store, "feed:b", _prepared(store, "b1", COPY), index).duplicates
     assert get_article(engine, duplicate)["duplicate_of"] == original
@@ -376,7 +381,9 @@ def test_a_run_index_of_a_large_store_leaves_its_articles_to_the_probes(
 def test_another_writer_during_a_run_is_still_seen(store: Any) -> None:
     _, engine = store
     index = start_run_index(engine)
-    # Stored by someone else (another worker): not in the index.
+    _store_in_run(store, "feed:z", _prepared(store, "z1", WEATHER), index)
+    assert index.valid
+    # Stored by someone else (another worker) during the run: not in the index.
     [original] = ingest(store, "feed:a", ("a1", "Cost-sharing talks resume", STORY)).stored
     [duplicate] = _store_in_run(store, "feed:b", _prepared(store, "b1", COPY), index).duplicates
     assert get_article(engine, duplicate)["duplicate_of"] == original
