@@ -2,7 +2,8 @@
 
 SQLite gets WAL, a busy timeout and `BEGIN IMMEDIATE` transactions, so concurrent
 worker processes queue for the write lock instead of failing with "database is locked"
-halfway through a transaction. PostgreSQL runs through the same code.
+halfway through a transaction. PostgreSQL runs through the same code, without
+parallel query plans (see `_configure_postgresql`).
 """
 
 from __future__ import annotations
@@ -56,6 +57,18 @@ def _configure_sqlite(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+def _configure_postgresql(engine: Engine) -> None:
+    # newswatch's queries are small and indexed. On band tables that grew faster than
+    # autovacuum analyzes them, the planner guessed ~1,000 rows per band key and ran the
+    # candidate query with two parallel workers: 5.4 ms a query instead of 0.45 ms
+    # (6,000 articles stored, queries not yet prepared by psycopg).
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        with dbapi_conn.cursor() as cursor:
+            cursor.execute("SET max_parallel_workers_per_gather = 0")
+        dbapi_conn.commit()  # a SET rolled back with its transaction would be undone
+
+
 def create_engine_for(url: str) -> Engine:
     """A new engine for `url` with the project's connection settings."""
     try:
@@ -73,9 +86,12 @@ def create_engine_for(url: str) -> Engine:
     if backend == "postgresql" and parsed.drivername == "postgresql":
         url = parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
     try:
-        return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+        engine = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
     except (ArgumentError, ImportError) as exc:
         raise StorageUnavailable(f"cannot use database URL {parsed!r}: {exc}") from exc
+    if engine.dialect.name == "postgresql":
+        _configure_postgresql(engine)
+    return engine
 
 
 def get_engine(url: str) -> Engine:

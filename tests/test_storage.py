@@ -427,6 +427,17 @@ def _article_count(engine: Any) -> int:
         return int(conn.execute(text("SELECT count(*) FROM article")).scalar_one())
 
 
+def test_postgresql_sessions_run_without_parallel_plans(store: Any) -> None:
+    _, engine = store
+    if engine.dialect.name != "postgresql":
+        pytest.skip("a PostgreSQL setting")
+    # Kept through the transactions a pooled connection goes through, rollbacks included.
+    for _ in range(3):
+        with engine.connect() as conn:
+            assert conn.execute(text("SHOW max_parallel_workers_per_gather")).scalar() == "0"
+            conn.rollback()
+
+
 def test_alert_search_and_topic_filter(store: Any) -> None:
     _, engine = store
     add_rule(engine, name="costs", query="cost sharing", topics=[], channels=[])
