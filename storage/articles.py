@@ -356,15 +356,12 @@ class DedupLookup:
             return self._sql.candidates(keys)
         if self._index is not None and self._index.covers(probe.through):
             since = self._index.candidates(keys, MAX_CANDIDATES)
-            known = {aid for _, aid, _ in since}
-            return since + [row for row in probe.rows if row[1] not in known]
-        if self._merged_through is None:
-            self._merged_through = _merged_through(self._sql)
-        since = self._sql.candidates(
-            keys, after=probe.through, large=self._merged_through > probe.through
-        )
-        if not since:
-            return list(probe.rows)
+        else:
+            if self._merged_through is None:
+                self._merged_through = _merged_through(self._sql)
+            since = self._sql.candidates(
+                keys, after=probe.through, large=self._merged_through > probe.through
+            )
         # An article committed while the probe ran can be in both.
         known = {aid for _, aid, _ in since}
         return since + [row for row in probe.rows if row[1] not in known]
@@ -494,7 +491,7 @@ def _newest_article(sql: _Sql) -> int:
 def newest_article_id(engine: Engine) -> int:
     """The id of the newest stored article (0 for none): a `RunIndex` starts there."""
     with engine.connect() as conn:
-        return int(conn.execute(text("SELECT coalesce(max(id), 0) FROM article")).scalar_one())
+        return _newest_article(_Sql(conn.dialect, conn.connection))
 
 
 # A run starting on a store of at most this many articles loads their bands into its
