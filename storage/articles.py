@@ -18,13 +18,13 @@ from functools import lru_cache
 from itertools import repeat
 from typing import Any
 
-from sqlalchemy import Engine, func, select, text
+from sqlalchemy import Engine, func, select
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.dialects.postgresql import psycopg
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
-from storage.engine import session_scope
+from storage.engine import lock_for_ingest, session_scope
 from storage.models import (
     Alert,
     Article,
@@ -42,8 +42,6 @@ from tasks.models import Match, TopicTag
 
 log = logging.getLogger(__name__)
 
-# Arbitrary constant naming the ingest lock among PostgreSQL advisory locks.
-INGEST_LOCK_KEY = 0x6E657773  # "news"
 # Never verify more than this many near-duplicate candidates for one article.
 MAX_CANDIDATES = 200
 
@@ -83,13 +81,6 @@ class IngestResult:
     # The new alerts to send now: pending, of a rule with channels and no digest. Only
     # these need a delivery task; the others are stored or wait for their digest.
     to_send: list[int] = field(default_factory=list)
-
-
-def lock_for_ingest(session: Session) -> None:
-    """Serialize ingest transactions across processes (see module docstring)."""
-    bind = session.get_bind()
-    if bind.dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": INGEST_LOCK_KEY})
 
 
 def _placeholders(count: int) -> str:

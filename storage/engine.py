@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import Session
@@ -31,6 +31,9 @@ SQLITE_CACHE_KIB = 64 * 1024
 # each into the database once, and syncs less often: the pipeline benchmark stored ~7%
 # more entries per second than at 1,000 (benchmarks/pipeline.py, same run).
 SQLITE_WAL_AUTOCHECKPOINT_PAGES = 5_000
+
+# Arbitrary constant naming the ingest lock among PostgreSQL advisory locks.
+INGEST_LOCK_KEY = 0x6E657773  # "news"
 
 _engines: dict[tuple[int, str], Engine] = {}
 _lock = threading.Lock()
@@ -117,6 +120,18 @@ def dispose_engines(*, close: bool = False) -> None:
         for engine in _engines.values():
             engine.dispose(close=close)
         _engines.clear()
+
+
+def lock_for_ingest(session: Session) -> None:
+    """Serialize the transactions that store articles, across processes.
+
+    On SQLite every transaction already holds the write lock (`BEGIN IMMEDIATE`); on
+    PostgreSQL this takes a transaction-scoped advisory lock. Two workers storing copies
+    of one story then still produce exactly one original.
+    """
+    bind = session.get_bind()
+    if bind.dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": INGEST_LOCK_KEY})
 
 
 @contextmanager

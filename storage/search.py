@@ -17,8 +17,7 @@ from typing import Any
 from sqlalchemy import Engine, Integer, column, select, text
 from sqlalchemy.orm import Session
 
-from storage.articles import lock_for_ingest
-from storage.engine import session_scope
+from storage.engine import lock_for_ingest, session_scope
 from storage.models import Alert
 
 _TOKEN = re.compile(r"\w+", re.UNICODE)

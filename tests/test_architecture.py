@@ -58,3 +58,22 @@ def test_importing_the_app_and_cli_opens_nothing_and_reads_no_settings() -> None
         "assert engine._engines == {}, 'engine created at import'\n"
     )
     imported_after(code)
+
+
+
+def test_querying_alerts_loads_neither_the_dedup_stack_nor_alembic(tmp_path: Path) -> None:
+    """A query command pays for what it uses: numpy and the fingerprinting behind
+    deduplication, and Alembic behind migrations, cost ~0.2 s of imports together."""
+    run_cli = (
+        "import os\n"
+        f"os.environ['NEWSWATCH_DATA_DIR'] = {str(tmp_path)!r}\n"
+        "from worker.cli import main\n"
+        "try:\n"
+        "    main({argv!r})\n"
+        "except SystemExit as exc:\n"
+        "    assert not exc.code, exc.code\n"
+    )
+    initialized = imported_after(run_cli.format(argv=["init"]))
+    assert "alembic" in initialized and "numpy" in initialized  # the probe sees imports
+    loaded = imported_after(run_cli.format(argv=["alerts", "list", "--format", "json"]))
+    assert [m for m in ("numpy", "alembic", "tasks.fingerprint") if m in loaded] == []

@@ -197,6 +197,24 @@ def test_console_script_runs_without_traceback(tmp_path: Path) -> None:
     assert len([line for line in result.stderr.splitlines() if line.strip()]) == 1
 
 
+
+def test_console_script_closes_the_store_before_exiting(tmp_path: Path) -> None:
+    """The command skips the shutdown's garbage collections, but not the closing of its
+    connections: SQLite then checkpoints its write-ahead log into the database file."""
+    env = {"NEWSWATCH_DATA_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    result = subprocess.run(
+        [sys.executable, "-m", "worker.cli", "init"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert result.returncode == 0, result.stderr
+    database = tmp_path / "newswatch.db"
+    assert database.stat().st_size > 100_000  # the seed articles are in the file itself
+    assert not database.with_name("newswatch.db-wal").exists()
+
+
 def test_typer_app_is_importable_without_side_effects() -> None:
     assert isinstance(app, typer.Typer)
 

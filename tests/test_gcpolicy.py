@@ -48,3 +48,27 @@ def test_cli_ingest_runs_with_tuned_thresholds(
     article.write_text("Talks on cost-sharing\n\nOfficials met in Seoul on Monday.\n")
     assert cli("ingest", str(article)).code == 0
     assert gc.get_threshold()[0] == YOUNG_THRESHOLD
+
+
+def test_console_script_leaves_its_objects_to_the_operating_system(tmp_path: Path) -> None:
+    """After the command, every object is frozen: the shutdown's collections skip them."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import atexit, gc, os, sys\n"
+        f"os.environ['NEWSWATCH_DATA_DIR'] = {str(tmp_path)!r}\n"
+        "sys.argv = ['newswatch', 'stats', '--format', 'json']\n"
+        "atexit.register(lambda: print('frozen', gc.get_freeze_count(), len(gc.get_objects())))\n"
+        "from worker.cli import entry_point\n"
+        "entry_point()\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    ).stdout
+    frozen, unfrozen = out.split("frozen ")[1].split()
+    assert int(frozen) > 10_000 and int(unfrozen) < 1_000

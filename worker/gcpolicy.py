@@ -29,3 +29,16 @@ def tune_garbage_collector() -> None:
     """
     _, middle, old = gc.get_threshold()
     gc.set_threshold(YOUNG_THRESHOLD, middle, old)
+
+
+def skip_collection_at_exit() -> None:
+    """Spare the interpreter's shutdown its collections over every live object.
+
+    A CLI command that imported SQLAlchemy, numpy and the pipeline holds ~120,000
+    tracked objects, and CPython's shutdown walks them in full collections: ~0.3 s of a
+    command that otherwise takes ~1 s. Frozen objects (`gc.freeze`) are skipped by those
+    collections; they are still freed when their references go, and what only a
+    collection would free is left to the operating system as the process ends. So call
+    it last, once whatever needs an orderly close (database connections) is closed.
+    """
+    gc.freeze()
