@@ -60,8 +60,14 @@ def test_importing_the_app_and_cli_opens_nothing_and_reads_no_settings() -> None
     imported_after(code)
 
 
-
-def test_querying_alerts_loads_neither_the_dedup_stack_nor_alembic(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "command",
+    [["alerts", "list"], ["articles", "list"], ["articles", "search", "seoul"], ["stats"]],
+    ids=" ".join,
+)
+def test_query_commands_load_neither_the_dedup_stack_nor_alembic(
+    command: list[str], tmp_path: Path
+) -> None:
     """A query command pays for what it uses: numpy and the fingerprinting behind
     deduplication, and Alembic behind migrations, cost ~0.2 s of imports together."""
     run_cli = (
@@ -75,5 +81,5 @@ def test_querying_alerts_loads_neither_the_dedup_stack_nor_alembic(tmp_path: Pat
     )
     initialized = imported_after(run_cli.format(argv=["init"]))
     assert "alembic" in initialized and "numpy" in initialized  # the probe sees imports
-    loaded = imported_after(run_cli.format(argv=["alerts", "list", "--format", "json"]))
+    loaded = imported_after(run_cli.format(argv=[*command, "--format", "json"]))
     assert [m for m in ("numpy", "alembic", "tasks.fingerprint") if m in loaded] == []

@@ -197,7 +197,6 @@ def test_console_script_runs_without_traceback(tmp_path: Path) -> None:
     assert len([line for line in result.stderr.splitlines() if line.strip()]) == 1
 
 
-
 def test_console_script_closes_the_store_before_exiting(tmp_path: Path) -> None:
     """The command skips the shutdown's garbage collections, but not the closing of its
     connections: SQLite then checkpoints its write-ahead log into the database file."""

@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import text
 
 from storage.alerts import AlertFilter, list_alerts
-from storage.articles import list_articles
+from storage.article_queries import list_articles
 from storage.engine import get_engine, session_scope
 from storage.rules import add_rule
 from storage.schema import upgrade

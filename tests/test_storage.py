@@ -12,14 +12,8 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select, text
 
 from storage.alerts import AlertFilter, list_alerts
-from storage.articles import (
-    _processed,
-    duplicate_clusters,
-    get_article,
-    list_articles,
-    probe_candidates,
-    start_run_index,
-)
+from storage.article_queries import duplicate_clusters, get_article, list_articles
+from storage.articles import _processed, probe_candidates, start_run_index
 from storage.articles import ingest as ingest_prepared
 from storage.engine import session_scope
 from storage.feeds import (

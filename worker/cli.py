@@ -378,7 +378,7 @@ def rules_test(
         raise InvalidInput("give exactly one of --text or --article")
     title, body, topics = "", text or "", []
     if article is not None:
-        from storage.articles import get_article
+        from storage.article_queries import get_article
 
         record = get_article(_engine(), article)
         title, body, topics = record["title"], record["text"], record["topics"]
@@ -523,7 +523,7 @@ def articles_list(
     fmt: FormatOption = OutputFormat.table,
 ) -> None:
     """List stored articles, newest first."""
-    from storage.articles import list_articles
+    from storage.article_queries import list_articles
 
     render(
         list_articles(_engine(), limit=limit, topic=topic, duplicates_only=duplicates),
@@ -536,7 +536,7 @@ def articles_list(
 @articles_app.command("show")
 def articles_show(article_id: int, fmt: FormatOption = OutputFormat.table) -> None:
     """Show one article with its normalized text."""
-    from storage.articles import get_article
+    from storage.article_queries import get_article
 
     render_one(get_article(_engine(), article_id), fmt)
 
@@ -548,7 +548,7 @@ def articles_search(
     fmt: FormatOption = OutputFormat.table,
 ) -> None:
     """Full-text search over article titles and texts."""
-    from storage.articles import list_articles
+    from storage.article_queries import list_articles
 
     render(
         list_articles(_engine(), limit=limit, search=text),
@@ -563,7 +563,7 @@ def articles_duplicates(
     limit: Annotated[int, typer.Option(min=1)] = 100, fmt: FormatOption = OutputFormat.table
 ) -> None:
     """List duplicate clusters: each original with its copies and their outlets."""
-    from storage.articles import duplicate_clusters
+    from storage.article_queries import duplicate_clusters
 
     clusters = duplicate_clusters(_engine(), limit=limit)
     if fmt is not OutputFormat.table:
@@ -616,7 +616,7 @@ def topics_list(fmt: FormatOption = OutputFormat.table) -> None:
 @topics_app.command("explain")
 def topics_explain(article_id: int, fmt: FormatOption = OutputFormat.table) -> None:
     """Show why an article carries its topics: score and the phrases that fired."""
-    from storage.articles import article_tags
+    from storage.article_queries import article_tags
 
     render(
         article_tags(_engine(), article_id),
@@ -685,7 +685,7 @@ def run(
 def stats(fmt: FormatOption = OutputFormat.table) -> None:
     """Counts of feeds, articles, duplicates and alerts."""
     from storage.alerts import alert_counts
-    from storage.articles import article_count
+    from storage.article_queries import article_count
     from storage.feeds import list_feeds
 
     engine = _engine()

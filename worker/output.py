@@ -11,10 +11,6 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
-
 from tasks.textsafe import strip_terminal_controls
 
 
@@ -74,6 +70,11 @@ def render(
             writer.writerow({k: _csv_value(v) for k, v in record.items()})
         sys.stdout.write(buffer.getvalue())
         return
+    # Rich only for tables (~35 ms of imports that JSON and CSV output do without).
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table(show_lines=False, header_style="bold")
     for column in columns:
         table.add_column(column)
@@ -97,6 +98,9 @@ def render_one(record: dict[str, Any], fmt: OutputFormat) -> None:
     if fmt is not OutputFormat.table:
         render([record], fmt, list(record))
         return
+    from rich.console import Console
+    from rich.text import Text
+
     console = Console()
     for key, value in record.items():
         if key == "text":
