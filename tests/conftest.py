@@ -63,6 +63,10 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, s
     reset_runtime()
     dispose_engines()
     get_settings.cache_clear()
+    # What the code under test set itself (`--topics-file` exports NEWSWATCH_TOPICS_FILE
+    # for the worker processes it starts); monkeypatch restores the rest.
+    for key in [k for k in os.environ if k.startswith("NEWSWATCH_") and k not in values]:
+        del os.environ[key]
 
 
 @dataclass

@@ -72,6 +72,8 @@ def test_query_commands_load_neither_the_dedup_stack_nor_alembic(
     deduplication, and Alembic behind migrations, cost ~0.2 s of imports together."""
     run_cli = (
         "import os\n"
+        "for key in [k for k in os.environ if k.startswith('NEWSWATCH_')]:\n"
+        "    del os.environ[key]\n"
         f"os.environ['NEWSWATCH_DATA_DIR'] = {str(tmp_path)!r}\n"
         "from worker.cli import main\n"
         "try:\n"
