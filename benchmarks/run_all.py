@@ -27,7 +27,16 @@ from benchmarks._common import DEFAULT_CORPORA, REPO_ROOT, RESULTS_DIR, table
 
 BENCH_DIR = REPO_ROOT / "benchmarks"
 # Fast, dependency-light ones first; the scale-out run starts servers and workers.
-ORDER = ("rules", "extraction", "feeds_corpus", "lookup", "dedup_quality", "pipeline", "ingest")
+ORDER = (
+    "rules",
+    "extraction",
+    "feeds_corpus",
+    "cli",
+    "lookup",
+    "dedup_quality",
+    "pipeline",
+    "ingest",
+)
 
 
 def discover() -> list[str]:
@@ -92,6 +101,14 @@ def headline(name: str) -> str:
                     f"304 pass {b['newswatch']['unchanged_seconds']:.2f} s"
                 )
             return "; ".join(parts)
+        if name == "cli":
+            rows = {r["command"]: r for r in data["commands"]}
+            ours, peer = rows["newswatch alerts list"], rows["reader list feeds"]
+            return (
+                f"alerts list {ours['median_s']:.2f} s, feeds list "
+                f"{rows['newswatch feeds list']['median_s']:.2f} s "
+                f"(reader list feeds {peer['median_s']:.2f} s)"
+            )
         if name == "scaleout":
             return "; ".join(
                 f"N={r['workers']}: {r['entries_per_s']:,.0f}/s x{r['scaling']:.2f} "
