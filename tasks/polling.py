@@ -319,6 +319,13 @@ def _preparation_pool(
 QUIET_SECONDS = 5.0
 QUIET_BATCH = 1000
 
+# Bytes of fetched feed documents whose entries are not stored yet, at most: past this
+# the download threads wait (a thread that started a fetch still finishes it). The
+# storing thread is the slowest stage, and without a bound a large poll held every
+# document, its prepared articles and their pickles in memory at once: 1,000 x 50
+# entries peaked at ~540 MB. A few groups' worth keeps the pool and the storing thread busy.
+MAX_UNSTORED_BYTES = 24 * 1024 * 1024
+
 # How long the downloads may pause for the preparation pool to be forked (see
 # `poll_targets`). Fetches still in flight after this are slow ones: the poll is then
 # bound by the network, and this thread prepares changed feeds itself, unhurried.
@@ -360,6 +367,13 @@ class _Arrivals:
                 return arrived
 
 
+def document_size(arrival: _Arrival) -> int:
+    """Bytes of the feed document a fetch brought (0 for a 304, an error, an exception)."""
+    if isinstance(arrival, FetchResult) and arrival.content is not None:
+        return len(arrival.content)
+    return 0
+
+
 class _Downloads:
     """The feeds left to fetch, shared by a few download threads, which can be paused.
 
@@ -369,20 +383,31 @@ class _Downloads:
     download thread then waits between two fetches, holding no lock, so the fork
     copies none held (forking while a thread is inside httpx or OpenSSL could leave a
     child stuck on a lock nobody will release).
+
+    The threads also wait while more than `max_unstored` bytes of fetched documents
+    await storing: the storing thread hands them back with `stored` (see
+    MAX_UNSTORED_BYTES).
     """
 
-    def __init__(self, targets: list[FeedTarget], out: _Arrivals) -> None:
+    def __init__(self, targets: list[FeedTarget], out: _Arrivals, max_unstored: int) -> None:
         self._todo = list(reversed(targets))
         self._out = out
         self._cond = threading.Condition()
         self._busy = 0
         self._pausing = False
+        self._unstored = 0
+        self._max_unstored = max_unstored
 
     def run(self, policy: FetchPolicy, client: httpx.Client) -> None:
         """A download thread: fetch feeds until none is left (or `cancel`)."""
         while True:
             with self._cond:
-                self._cond.wait_for(lambda: not self._pausing)
+                self._cond.wait_for(
+                    lambda: (
+                        not self._todo
+                        or (not self._pausing and self._unstored < self._max_unstored)
+                    )
+                )
                 if not self._todo:
                     return
                 target = self._todo.pop()
@@ -394,6 +419,7 @@ class _Downloads:
                 arrival = exc
             with self._cond:
                 self._busy -= 1
+                self._unstored += document_size(arrival)
             # Handed over after `_busy` dropped: when the storing thread wakes for the
             # last fetch in flight, `idle()` is already true.
             self._out.put(target, arrival)
@@ -414,6 +440,13 @@ class _Downloads:
         """How many feeds no thread has started on yet."""
         with self._cond:
             return len(self._todo)
+
+    def stored(self, size: int) -> None:
+        """Hand back `size` bytes of documents whose entries are stored (or that had none)."""
+        if size:
+            with self._cond:
+                self._unstored -= size
+                self._cond.notify_all()
 
     def resume(self) -> None:
         """Let the download threads go on."""
@@ -475,9 +508,14 @@ def poll_targets(
     pause_until: float | None = None
     pool_tried = cpu is not None or not use_pool
     arrivals = _Arrivals()
-    downloads = _Downloads(targets, arrivals)
+    downloads = _Downloads(targets, arrivals, MAX_UNSTORED_BYTES)
     quiet: list[Prepared] = []
     quiet_since = 0.0
+    # Feed id -> size of its document, handed back to the downloads once stored.
+    unstored: dict[int, int] = {}
+
+    def stored(pairs: list[Prepared]) -> None:
+        downloads.stored(sum(unstored.pop(item.target.id, 0) for item, _ in pairs))
 
     def store(group: list[Prepared]) -> None:
         nonlocal quiet
@@ -508,6 +546,8 @@ def poll_targets(
                     for target, arrival in arrivals.take(wait):
                         if isinstance(arrival, BaseException):
                             raise arrival
+                        if size := document_size(arrival):
+                            unstored[target.id] = size
                         if isinstance(arrival, Future):
                             ready.append(_prepared_result(arrival, target))
                         elif isinstance(arrival, Download):
@@ -537,8 +577,11 @@ def poll_targets(
                                 quiet_since = time.monotonic()
                             quiet.append(pair)
                     changed = [p for p in ready if p[0].outcome.entries]
+                    # A document without entries (unparseable, empty) is not kept.
+                    stored([p for p in ready if not p[0].outcome.entries])
                     for group in _groups(changed, GROUP_ENTRIES):
                         store(group)
+                        stored(group)
                     if quiet and (
                         len(quiet) >= QUIET_BATCH or time.monotonic() - quiet_since >= QUIET_SECONDS
                     ):

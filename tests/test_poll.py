@@ -302,6 +302,60 @@ def test_changed_feeds_with_validators_fork_the_pool_when_they_arrive(
     assert {f"Harvest {n}, edition 2" for n in range(20)} <= stored
 
 
+def test_downloads_wait_while_fetched_documents_await_storing(
+    cli: Any, feeds: FeedServer, monkeypatch: Any
+) -> None:
+    """Storing is the slowest stage: past MAX_UNSTORED_BYTES the downloads wait for it
+    instead of holding every document (and its prepared articles) in memory."""
+    import threading
+    import time
+
+    import tasks.polling
+    from worker.settings import get_settings
+
+    monkeypatch.setenv("NEWSWATCH_FETCH_CONCURRENCY", "3")
+    monkeypatch.setenv("NEWSWATCH_POLL_PROCESSES", "1")
+    get_settings.cache_clear()
+    _harvest_feeds(feeds, 24, version=1)
+    cli("init")
+    for n in range(24):
+        cli("feeds", "add", feeds.url(f"/h{n}.xml"))
+
+    held = [0, 0]  # documents fetched and not yet stored: now, at most
+    lock = threading.Lock()
+    real_fetch, real_store = tasks.polling.fetch, tasks.polling.store_downloads
+
+    def fetch(*args: Any, **kwargs: Any) -> Any:
+        result = real_fetch(*args, **kwargs)
+        with lock:
+            held[0] += result.content is not None
+            held[1] = max(held)
+        return result
+
+    def store_downloads(engine: Any, matchers: Any, items: list[Any], **kwargs: Any) -> Any:
+        time.sleep(0.05)  # a slow store, so that the downloads would run ahead
+        reports = real_store(engine, matchers, items, **kwargs)
+        with lock:
+            held[0] -= sum(1 for item in items if item.outcome.entries)
+        return reports
+
+    monkeypatch.setattr(tasks.polling, "fetch", fetch)
+    monkeypatch.setattr(tasks.polling, "store_downloads", store_downloads)
+    monkeypatch.setattr(tasks.polling, "MAX_UNSTORED_BYTES", 1)
+    reports = cli("poll", "--format", "json").json()
+    assert len(reports) == 24 and all(r["status"] == 200 for r in reports)
+    assert sum(r["stored"] for r in reports) == 24
+    # One document past the limit stops every thread before its next fetch: at most the
+    # three in flight then are held.
+    assert 1 <= held[1] <= 3
+
+    _harvest_feeds(feeds, 24, version=2)
+    monkeypatch.setattr(tasks.polling, "MAX_UNSTORED_BYTES", 10**9)
+    held[1] = 0
+    assert sum(r["stored"] for r in _poll_all_due(cli)) == 24
+    assert held[1] > 3  # without the limit they run ahead of the slow store
+
+
 def _poll_all_due(cli: Any) -> list[dict[str, Any]]:
     """Make every feed due now, then poll."""
     from sqlalchemy import text
