@@ -17,6 +17,10 @@ near-duplicate detector instead of a repeat of one of the 2,225 (a repeat would 
 duplicate to newswatch, cheaper than new content and not what reader sees). Timed: the
 first pass (all new) and an unchanged pass (every feed made due again; all 304).
 
+Both scenarios also run ``newswatch poll`` as a subprocess on a store of its own, and
+report that process's peak resident memory (VmHWM, read while it runs; its preparation
+processes are separate processes, not counted). ``--no-cli`` skips those runs.
+
 newswatch does more than reader per entry: normalize, exact and near-duplicate look-up,
 topic tagging, rule matching, alerts; reader fetches, parses and stores. The ratio is
 newswatch time / reader time in this run (goal <= 1.0).
@@ -129,8 +133,21 @@ def newswatch_inprocess(
     return out
 
 
+def peak_rss_mb(pid: int) -> float | None:
+    """The peak resident memory of a running process (VmHWM), or None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
 def newswatch_cli(data_dir: Path, urls: list[str], db_url: str) -> dict[str, Any]:
-    """Time `newswatch poll` in a subprocess (setup through the CLI, untimed)."""
+    """Time `newswatch poll` in a subprocess (setup through the CLI, untimed), and read
+    the peak memory of that process (its preparation processes apart) while it runs."""
     env = newswatch_env(data_dir, NEWSWATCH_DATABASE_URL=db_url)
     exe = newswatch_bin()
     opml = data_dir.parent / f"{data_dir.name}.opml"
@@ -141,8 +158,15 @@ def newswatch_cli(data_dir: Path, urls: list[str], db_url: str) -> dict[str, Any
     subprocess.run([exe, "feeds", "import", str(opml)], **run)  # type: ignore[call-overload]
     subprocess.run([exe, "rules", "add", RULE_NAME, "--query", RULE_QUERY], **run)  # type: ignore[call-overload]
     t0 = time.perf_counter()
-    subprocess.run([exe, "poll", "--format", "json"], **run)  # type: ignore[call-overload]
-    return {"seconds": time.perf_counter() - t0}
+    poll = subprocess.Popen([exe, "poll", "--format", "json"], env=env, stdout=subprocess.DEVNULL)
+    peak = None
+    while poll.poll() is None:
+        peak = max(peak or 0.0, peak_rss_mb(poll.pid) or 0.0)
+        time.sleep(0.05)
+    seconds = time.perf_counter() - t0
+    if poll.returncode != 0:
+        raise SystemExit(f"newswatch poll failed with exit code {poll.returncode}")
+    return {"seconds": seconds, "peak_rss_mb": round(peak, 1) if peak else None}
 
 
 def reader_run(path: Path, urls: list[str], unchanged: bool, workers: int = 4) -> dict[str, Any]:
@@ -288,12 +312,13 @@ def main(argv: list[str] | None = None) -> int:
                 b_feeds,
                 50,
                 unchanged=True,
-                cli=False,
+                cli=not args.no_cli,
                 databases=databases,
                 pg_url=pg_url,
             )
 
     rows = []
+    memory: list[str] = []
     for key in ("A", "B"):
         r = results.get(key)
         if not r:
@@ -308,6 +333,9 @@ def main(argv: list[str] | None = None) -> int:
             if "cli" in nw:
                 s = nw["cli"]["seconds"]
                 rows.append((label, f"newswatch poll CLI ({db})", s, n / s, nw["ratio_cli"]))
+                memory.append(
+                    f"{key}: `newswatch poll` ({db}) peak RSS {nw['cli']['peak_rss_mb']} MB"
+                )
         rows.append((label, "reader (sqlite)", rd["seconds"], n / rd["seconds"], 1.0))
         if "unchanged_seconds" in rd:
             label = f"{key}: {r['feeds']} feeds unchanged (304)"
@@ -333,6 +361,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"{nw['alerts']} alerts, {nw['feed_errors']} feed errors"
                 )
             print(f"{key}: reader stored {results[key]['reader']['entries']} entries")
+    print("\n".join(memory))
     print("goals: A ratio <= 1.0; B new <= 10 s; B unchanged <= 1 s")
     write_json(args.json, results)
     return 0
