@@ -60,6 +60,13 @@ def test_importing_the_app_and_cli_opens_nothing_and_reads_no_settings() -> None
     imported_after(code)
 
 
+def test_the_cli_starts_without_the_database_and_settings_stacks() -> None:
+    """`newswatch --help` and usage errors import the CLI only: SQLAlchemy and
+    pydantic come with the first command that opens the store (~0.3 s of imports)."""
+    loaded = imported_after("import worker.cli")
+    assert [m for m in ("sqlalchemy", "pydantic", "numpy", "rich") if m in loaded] == []
+
+
 @pytest.mark.parametrize(
     "command",
     [["alerts", "list"], ["articles", "list"], ["articles", "search", "seoul"], ["stats"]],

@@ -13,18 +13,21 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeGuard
 
 import click
 import typer
-from sqlalchemy import Engine
-from sqlalchemy.exc import OperationalError
 
 from tasks.errors import InvalidInput, NewswatchError, StorageUnavailable
 from tasks.timeparse import parse_duration, parse_when
 from worker.gcpolicy import skip_collection_at_exit
 from worker.output import OutputFormat, render, render_one
-from worker.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+    from sqlalchemy.exc import OperationalError
+
+    from worker.settings import Settings
 
 app = typer.Typer(
     help="newswatch: watch news feeds, deduplicate stories, tag topics, alert on keyword rules.",
@@ -60,6 +63,8 @@ def _options(
             raise InvalidInput(f"topics file not found: {topics_file}")
         # Through the environment, so worker processes started from here see it too.
         os.environ["NEWSWATCH_TOPICS_FILE"] = str(topics_file.resolve())
+        from worker.settings import get_settings
+
         get_settings.cache_clear()
 
 
@@ -69,11 +74,15 @@ FormatOption = Annotated[
 
 
 def _settings() -> Settings:
+    from worker.settings import get_settings
+
     return get_settings()
 
 
 def _engine(*, initialize: bool = True) -> Engine:
     """The store, created and seeded on first use so every command works on a fresh machine."""
+    from sqlalchemy.exc import OperationalError
+
     from storage.engine import get_engine
     from storage.schema import is_initialized
 
@@ -727,18 +736,18 @@ def main(argv: list[str] | None = None) -> None:
     except NewswatchError as exc:
         click.echo(f"newswatch: {exc}", err=True)
         sys.exit(1)
-    except OperationalError as exc:
-        from storage.engine import is_connection_error
-
-        reason = str(exc.orig or exc).strip().splitlines()[0]
-        what = "cannot reach the database" if is_connection_error(exc) else "database error"
-        click.echo(f"newswatch: {what}: {reason}", err=True)
-        sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
     except BrokenPipeError:
         sys.exit(0)
     except Exception as exc:
+        if _is_operational_error(exc):
+            from storage.engine import is_connection_error
+
+            reason = str(exc.orig or exc).strip().splitlines()[0]
+            what = "cannot reach the database" if is_connection_error(exc) else "database error"
+            click.echo(f"newswatch: {what}: {reason}", err=True)
+            sys.exit(1)
         if os.environ.get("NEWSWATCH_DEBUG"):
             raise
         click.echo(
@@ -747,6 +756,16 @@ def main(argv: list[str] | None = None) -> None:
             err=True,
         )
         sys.exit(70)
+
+
+def _is_operational_error(exc: BaseException) -> TypeGuard[OperationalError]:
+    """Whether `exc` is SQLAlchemy's OperationalError (a database unreachable or failing).
+
+    SQLAlchemy is imported only by commands that open the store, so that `--help` and
+    usage errors answer fast; without it loaded, no such error can have happened.
+    """
+    errors = sys.modules.get("sqlalchemy.exc")
+    return errors is not None and isinstance(exc, errors.OperationalError)
 
 
 def entry_point() -> None:
@@ -758,12 +777,13 @@ def entry_point() -> None:
     try:
         main()
     finally:
-        from storage.engine import dispose_engines
-
-        # The command's outcome is decided; a connection that fails to close changes
-        # nothing the user can act on, and the process is ending anyway.
-        with contextlib.suppress(Exception):
-            dispose_engines(close=True)
+        # Only a command that opened the store imported storage.engine. The command's
+        # outcome is decided; a connection that fails to close changes nothing the user
+        # can act on, and the process is ending anyway.
+        engines = sys.modules.get("storage.engine")
+        if engines is not None:
+            with contextlib.suppress(Exception):
+                engines.dispose_engines(close=True)
         skip_collection_at_exit()
 
 
