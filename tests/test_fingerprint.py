@@ -17,11 +17,13 @@ from tasks.fingerprint import (
     DEFAULT_PARAMS,
     FingerprintParams,
     Similarity,
+    _agreement,
     _permutations,
     _word_bytes,
     band_keys_matrix,
     best_match,
     containment_from_jaccard,
+    decision_score,
     exact_similarity,
     fingerprint,
     fingerprint_many,
@@ -35,6 +37,7 @@ from tasks.fingerprint import (
     signatures,
     similarities,
     similarity,
+    similarity_scores,
     text_hash,
     words,
 )
@@ -392,6 +395,74 @@ def test_similarities_of_many_candidates_equal_each_alone(
     expected = [similarity(signature, s) for s in sigs]
     assert similarities(signature, sigs) == expected
     assert all(s == Similarity(0.0, 0.0, 0.0, 0.0) for s in similarities(b"\x01", sigs))
+    assert similarity_scores(signature, sigs) == [s.score for s in expected]
+    assert similarity_scores(b"\x01", sigs) == [0.0] * len(sigs)
+
+
+_SIGNATURE_BYTES = st.binary(
+    min_size=DEFAULT_PARAMS.signature_size, max_size=DEFAULT_PARAMS.signature_size
+)
+
+
+def _with_counts(signature: bytes, count: int | None, lead: int | None) -> bytes:
+    """`signature` with the given shingle counts in its header (None: keep the random one)."""
+    if count is not None:
+        signature = count.to_bytes(2, "little") + signature[2:]
+    if lead is not None:
+        signature = signature[:2] + lead.to_bytes(2, "little") + signature[4:]
+    return signature
+
+
+# Empty texts and leads, one-shingle summaries, and both sides of `summary_shingles`.
+_COUNTS = st.none() | st.sampled_from(
+    [0, 1, 2, DEFAULT_PARAMS.summary_shingles, DEFAULT_PARAMS.summary_shingles + 1]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    query=_SIGNATURE_BYTES,
+    others=st.lists(
+        st.tuples(_SIGNATURE_BYTES, st.sets(st.integers(0, DEFAULT_PARAMS.signature_size - 1))),
+        min_size=1,
+        max_size=8,
+    ),
+    counts=st.lists(st.tuples(_COUNTS, _COUNTS), min_size=9, max_size=9),
+)
+def test_similarities_and_scores_equal_the_scalar_rule(
+    query: bytes, others: list[tuple[bytes, set[int]]], counts: list[tuple[int | None, int | None]]
+) -> None:
+    """Any bytes of the layout: candidates that are the query but for a few bytes (high
+    agreement) or random (none), with empty texts, empty leads and summaries."""
+    query = _with_counts(query, *counts[0])
+    sigs = [
+        _with_counts(
+            bytes(
+                n if i in changed else q for i, (q, n) in enumerate(zip(query, noise, strict=True))
+            ),
+            *c,
+        )
+        for (noise, changed), c in zip(others, counts[1:], strict=False)
+    ]
+    expected = [_similarity_reference(query, sig) for sig in sigs]
+    assert similarities(query, sigs) == expected
+    assert similarity_scores(query, sigs) == [s.score for s in expected]
+
+
+def _similarity_reference(a: bytes, b: bytes) -> Similarity:
+    """`similarity` spelled out with the scalar functions it inlines, one pair at a time."""
+    p = DEFAULT_PARAMS
+    if len(b) != p.signature_size:
+        return Similarity(0.0, 0.0, 0.0, 0.0)
+    va, vb = np.frombuffer(a, "<u2"), np.frombuffer(b, "<u2")
+    full = int((va[2 : 2 + p.num_perm] == vb[2 : 2 + p.num_perm]).sum())
+    lead_equal = int((va[2 + p.num_perm :] == vb[2 + p.num_perm :]).sum())
+    (count_a, lead_a), (count_b, lead_b) = va[:2].tolist(), vb[:2].tolist()
+    jaccard = _agreement(full, p.num_perm)
+    containment = containment_from_jaccard(jaccard, count_a, count_b)
+    lead = _agreement(lead_equal, p.lead_perm) if lead_a and lead_b else 0.0
+    score = decision_score(jaccard, containment, lead, min(count_a, count_b), p)
+    return Similarity(jaccard, containment, lead, score)
 
 
 @settings(max_examples=150, deadline=None)
@@ -459,3 +530,24 @@ def test_fingerprint_many_of_a_batch_of_articles() -> None:
     many = fingerprint_many(batch)
     assert many == [fingerprint(text) for text in batch]
     assert many[0] == many[len(batch) // 3]  # the same text anywhere in a batch
+
+
+@pytest.mark.parametrize(
+    "smaller", [DEFAULT_PARAMS.summary_shingles, DEFAULT_PARAMS.summary_shingles + 1]
+)
+def test_a_shared_lead_alone_decides_for_a_summary_only(smaller: int) -> None:
+    """Same lead, different bodies: the lead's Jaccard is the score when the shorter text
+    is a summary (at most `summary_shingles` shingles), and does not count otherwise."""
+    p = DEFAULT_PARAMS
+    query = fingerprint(" ".join(f"word{i}" for i in range(400))).signature
+    values = np.frombuffer(query, "<u2").copy()
+    values[2 : 2 + p.num_perm] ^= 0x5555  # every full-text minimum differs
+    values[0] = smaller
+    candidate = values.tobytes()
+    [score] = similarity_scores(query, [candidate])
+    assert [score] == [s.score for s in similarities(query, [candidate])]
+    assert score == _similarity_reference(query, candidate).score
+    if smaller <= p.summary_shingles:
+        assert score > 0.99  # the lead, copied whole
+    else:
+        assert score == 0.0
