@@ -323,9 +323,9 @@ QUIET_BATCH = 1000
 # the download threads wait (a thread that started a fetch still finishes it). The
 # storing thread is the slowest stage, and without a bound a large poll held every
 # document, its prepared articles and their pickles in memory at once: 1,000 x 50
-# entries peaked at 380-550 MB. At 12 MiB (~5,800 such entries; a group stores 4,000) it peaked at
-# 267-285 MB in the same time as at 24 MiB (three pairs, 24.5 s on average); 8 MiB saved
-# little more.
+# entries peaked at 380-550 MB. At 12 MiB (~5,800 such entries; a group stores 4,000)
+# it peaked at 267-285 MB, in the same time as at 24 MiB (three pairs, 24.5 s on
+# average); 8 MiB saved little more.
 MAX_UNSTORED_BYTES = 12 * 1024 * 1024
 
 # How long the downloads may pause for the preparation pool to be forked (see
