@@ -222,6 +222,22 @@ def _harvest_feeds(feeds: FeedServer, count: int, version: int) -> None:
 _LETTERS = str.maketrans("0123456789", "ghijklmnop")
 
 
+def _subscribe_harvest(
+    cli: Any, feeds: FeedServer, monkeypatch: Any, count: int, *, concurrency: int, processes: int
+) -> None:
+    """A store subscribed to `count` harvest feeds, polled with these download threads
+    and preparation processes."""
+    from worker.settings import get_settings
+
+    monkeypatch.setenv("NEWSWATCH_FETCH_CONCURRENCY", str(concurrency))
+    monkeypatch.setenv("NEWSWATCH_POLL_PROCESSES", str(processes))
+    get_settings.cache_clear()
+    _harvest_feeds(feeds, count, version=1)
+    cli("init")
+    for n in range(count):
+        cli("feeds", "add", feeds.url(f"/h{n}.xml"))
+
+
 @pytest.fixture
 def forks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The preparation pools polls fork (their sizes): observed, the real pool still runs."""
@@ -276,13 +292,7 @@ def test_changed_feeds_with_validators_fork_the_pool_when_they_arrive(
     from worker.settings import get_settings
 
     # One download thread: many feeds are still to fetch when the first changed one arrives.
-    monkeypatch.setenv("NEWSWATCH_FETCH_CONCURRENCY", "1")
-    monkeypatch.setenv("NEWSWATCH_POLL_PROCESSES", "1")
-    get_settings.cache_clear()
-    _harvest_feeds(feeds, 20, version=1)
-    cli("init")
-    for n in range(20):
-        cli("feeds", "add", feeds.url(f"/h{n}.xml"))
+    _subscribe_harvest(cli, feeds, monkeypatch, 20, concurrency=1, processes=1)
     assert cli("poll").code == 0
     assert forks == []  # one process: no pool
 
@@ -311,15 +321,8 @@ def test_downloads_wait_while_fetched_documents_await_storing(
     import time
 
     import tasks.polling
-    from worker.settings import get_settings
 
-    monkeypatch.setenv("NEWSWATCH_FETCH_CONCURRENCY", "3")
-    monkeypatch.setenv("NEWSWATCH_POLL_PROCESSES", "1")
-    get_settings.cache_clear()
-    _harvest_feeds(feeds, 24, version=1)
-    cli("init")
-    for n in range(24):
-        cli("feeds", "add", feeds.url(f"/h{n}.xml"))
+    _subscribe_harvest(cli, feeds, monkeypatch, 24, concurrency=3, processes=1)
 
     held = [0, 0]  # documents fetched and not yet stored: now, at most
     lock = threading.Lock()
