@@ -3,7 +3,7 @@
 SQLite gets WAL, a busy timeout and `BEGIN IMMEDIATE` transactions, so concurrent
 worker processes queue for the write lock instead of failing with "database is locked"
 halfway through a transaction. PostgreSQL runs through the same code, without
-parallel query plans (see `_configure_postgresql`).
+parallel query plans or JIT compilation (see `_configure_postgresql`).
 """
 
 from __future__ import annotations
@@ -67,11 +67,14 @@ def _configure_postgresql(engine: Engine) -> None:
     # newswatch's queries are small and indexed. On band tables that grew faster than
     # autovacuum analyzes them, the planner guessed ~1,000 rows per band key and ran the
     # candidate query with two parallel workers: 5.4 ms a query instead of 0.45 ms
-    # (6,000 articles stored, queries not yet prepared by psycopg).
+    # (6,000 articles stored, queries not yet prepared by psycopg). The same guesses
+    # put a batch's candidate query (`storage.articles._MANY_CANDIDATES_SQL`) over the
+    # JIT threshold: 143 ms compiling it, against ~15 ms running it.
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         with dbapi_conn.cursor() as cursor:
             cursor.execute("SET max_parallel_workers_per_gather = 0")
+            cursor.execute("SET jit = off")
         dbapi_conn.commit()  # a SET rolled back with its transaction would be undone
 
 

@@ -421,7 +421,7 @@ def _article_count(engine: Any) -> int:
         return int(conn.execute(text("SELECT count(*) FROM article")).scalar_one())
 
 
-def test_postgresql_sessions_run_without_parallel_plans(store: Any) -> None:
+def test_postgresql_sessions_run_without_parallel_plans_or_jit(store: Any) -> None:
     _, engine = store
     if engine.dialect.name != "postgresql":
         pytest.skip("a PostgreSQL setting")
@@ -429,7 +429,61 @@ def test_postgresql_sessions_run_without_parallel_plans(store: Any) -> None:
     for _ in range(3):
         with engine.connect() as conn:
             assert conn.execute(text("SHOW max_parallel_workers_per_gather")).scalar() == "0"
+            assert conn.execute(text("SHOW jit")).scalar() == "off"
             conn.rollback()
+
+
+def test_postgresql_ranks_a_batch_of_look_ups_in_one_statement(
+    store: Any, monkeypatch: Any
+) -> None:
+    import storage.articles
+
+    _, engine = store
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite runs one look-up query per article, in process")
+    [original] = ingest(store, "feed:a", ("a1", "Cost-sharing talks resume", STORY)).stored
+    [weather] = ingest(store, "feed:z", ("z1", "Weather", WEATHER)).stored
+
+    def one_query_per_article(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("a look-up queried on its own")
+
+    monkeypatch.setattr(storage.articles._Sql, "candidates", one_query_per_article)
+    result = ingest(
+        store,
+        "feed:b",
+        ("b1", "Allies resume cost talks", COPY),
+        ("b2", "Weather", WEATHER.replace("weekend", "week")),
+        ("b3", "Rates", f"<p>{OTHER}</p>"),
+    )
+    links = {
+        get_article(engine, a)["guid"]: get_article(engine, a)["duplicate_of"]
+        for a in result.stored + result.duplicates
+    }
+    assert links == {"b1": original, "b2": weather, "b3": None}
+
+
+def test_batched_candidates_rank_like_one_query_each(store: Any) -> None:
+    from storage.articles import _Sql
+
+    _, engine = store
+    ingest(store, "feed:a", ("a1", "Cost-sharing talks resume", STORY))
+    ingest(store, "feed:z", ("z1", "Weather", WEATHER), ("z2", "Rates", f"<p>{OTHER}</p>"))
+    key_sets = [
+        sorted(set(item.fingerprint.band_keys))
+        for content in (COPY, WEATHER, f"<p>{LONG_STORY}</p>", STORY)
+        for item in _prepared(store, "q", content)
+    ]
+    key_sets.append([1, 2, 3])  # keys no article has
+    with session_scope(engine) as session:
+        sql = _Sql.of(session)
+        one_each = [sql.candidates(keys) for keys in key_sets]
+        batched = sql.candidates_of_many(key_sets)
+    assert [sorted(rows) for rows in batched] == [sorted(rows) for rows in one_each]
+    assert all(rows for rows in one_each[:2]) and one_each[-1] == []
+    # Best-ranked first, as the single query returns them.
+    assert all(
+        [r[0] for r in rows] == sorted((r[0] for r in rows), reverse=True) for rows in batched
+    )
 
 
 def test_alert_search_and_topic_filter(store: Any) -> None:
