@@ -135,21 +135,20 @@ class _Sql:
         That probe of the large table is most of a look-up, and what a `Probe` saves the
         ingest lock.
         """
-        where, params = self.among("key", keys)
-        if after is not None:
-            where, params = f"{where} AND article_id > ?", [*params, after]
-        if upto is not None:
-            where, params = f"{where} AND article_id <= ?", [*params, upto]
-        tables = ("lsh_band", "lsh_band_recent") if large else ("lsh_band_recent",)
-        bands = " UNION ALL ".join(f"SELECT article_id FROM {t} WHERE {where}" for t in tables)
+        bands, params = _bands_sql(*self.among("key", keys), after, upto, large)
         sql = _CANDIDATES_SQL.format(bands=bands, limit=MAX_CANDIDATES)
-        rows = self.rows(sql, params * len(tables))
+        rows = self.rows(sql, params)
         return [(int(r[1]), int(r[0]), bytes(r[2])) for r in rows if r[2] is not None]
 
     def candidates_of_many(
-        self, key_sets: Sequence[Sequence[int]]
+        self,
+        key_sets: Sequence[Sequence[int]],
+        *,
+        after: int | None = None,
+        upto: int | None = None,
+        large: bool = True,
     ) -> list[list[tuple[int, int, bytes]]]:
-        """`candidates(keys)` of each of `key_sets`: on PostgreSQL in one statement.
+        """`candidates(keys, ...)` of each of `key_sets`: on PostgreSQL in one statement.
 
         There a look-up's round trip and client-side work were most of its cost (~0.6 ms
         a query, of which the server's part was ~0.2), so a batch ranks the candidates
@@ -157,15 +156,15 @@ class _Sql:
         runs in-process: one query per key set costs no round trip.
         """
         if self._qmark:
-            return [self.candidates(keys) for keys in key_sets]
+            return [self.candidates(k, after=after, upto=upto, large=large) for k in key_sets]
+        found: list[list[tuple[int, int, bytes]]] = [[] for _ in key_sets]
         if not key_sets:
-            return []
+            return found
         numbers = [i for i, keys in enumerate(key_sets) for _ in keys]
         keys = [key for keys in key_sets for key in keys]
-        found: list[list[tuple[int, int, bytes]]] = [[] for _ in key_sets]
-        for i, article_id, shared, signature in self.rows(
-            _MANY_CANDIDATES_SQL.format(limit=MAX_CANDIDATES), [numbers, keys]
-        ):
+        bands, params = _bands_sql("key = ANY(q.keys)", [], after, upto, large)
+        sql = _MANY_CANDIDATES_SQL.format(bands=bands, limit=MAX_CANDIDATES)
+        for i, article_id, shared, signature in self.rows(sql, [numbers, keys, *params]):
             if signature is not None:
                 found[i].append((int(shared), int(article_id), bytes(signature)))
         for rows in found:
@@ -291,11 +290,25 @@ _MANY_CANDIDATES_SQL = (
     "(SELECT s.signature FROM article_signature s WHERE s.article_id = r.article_id) FROM "
     "(SELECT i, array_agg(key) AS keys FROM unnest(?::int[], ?::bigint[]) AS u(i, key) "
     "GROUP BY i) AS q CROSS JOIN LATERAL "
-    "(SELECT article_id, count(*) AS shared FROM "
-    "(SELECT article_id FROM lsh_band WHERE key = ANY(q.keys) UNION ALL "
-    "SELECT article_id FROM lsh_band_recent WHERE key = ANY(q.keys)) AS b "
+    "(SELECT article_id, count(*) AS shared FROM ({bands}) AS b "
     "GROUP BY article_id ORDER BY shared DESC LIMIT {limit}) AS r"
 )
+
+
+def _bands_sql(
+    where: str, params: list[Any], after: int | None, upto: int | None, large: bool
+) -> tuple[str, list[Any]]:
+    """The band rows matching `where` in both band tables (or the recent one only, when
+    not `large`), of the articles after `after` and up to `upto` if given."""
+    if after is not None:
+        where, params = f"{where} AND article_id > ?", [*params, after]
+    if upto is not None:
+        where, params = f"{where} AND article_id <= ?", [*params, upto]
+    tables = ("lsh_band", "lsh_band_recent") if large else ("lsh_band_recent",)
+    bands = " UNION ALL ".join(f"SELECT article_id FROM {t} WHERE {where}" for t in tables)
+    return bands, params * len(tables)
+
+
 # Key sets ranked per statement by `_Sql.candidates_of_many`, at most.
 MANY_CANDIDATES_CHUNK = 200
 
@@ -329,32 +342,45 @@ class DedupLookup:
         self._more_bands: dict[int, list[int]] = {}
         self._batch: dict[int, tuple[bytes, int, str]] = {}  # id -> (signature, story, text)
         self._merged_through: int | None = None
-        # Sorted distinct band keys -> their stored candidates, ranked ahead (`prefetch`).
-        self._prefetched: dict[tuple[int, ...], list[tuple[int, int, bytes]]] = {}
+        # (probe's through or None, sorted distinct band keys) -> the stored candidates,
+        # ranked ahead (`prefetch`).
+        self._prefetched: dict[
+            tuple[int | None, tuple[int, ...]], list[tuple[int, int, bytes]]
+        ] = {}
 
     def prefetch(self, items: Sequence[PreparedArticle]) -> None:
-        """Rank the stored candidates of the batch's articles that have no probe, ahead.
+        """Rank ahead the stored candidates that the batch's look-ups will query.
 
         On PostgreSQL one statement per MANY_CANDIDATES_CHUNK articles instead of one
-        each (`_Sql.candidates_of_many`); SQLite keeps its query per look-up. The batch's
-        own articles are written after the loop, so what is stored does not change in
-        between. Call after `preload_hashes`: exact copies need no candidates.
+        each (`_Sql.candidates_of_many`); SQLite keeps its query per look-up. An article
+        with a probe needs only those stored after it, unless the run's index has them.
+        The batch's own articles are written after the loop, so what is stored does not
+        change in between. Call after `preload_hashes`: exact copies need no candidates.
         """
         if self._sql.dialect.name != "postgresql":
             return
-        wanted = list(
-            dict.fromkeys(
-                tuple(sorted(set(item.fingerprint.band_keys)))
-                for item in items
-                if item.probe is None
-                and item.fingerprint.shingle_count
-                and item.fingerprint.band_keys
-                and item.fingerprint.text_hash not in self._stored_hashes
-            )
-        )
-        for start in range(0, len(wanted), MANY_CANDIDATES_CHUNK):
-            chunk = wanted[start : start + MANY_CANDIDATES_CHUNK]
-            self._prefetched.update(zip(chunk, self._sql.candidates_of_many(chunk), strict=True))
+        wanted: dict[int | None, dict[tuple[int, ...], None]] = {}  # probe's through -> keys
+        for item in items:
+            fp, probe = item.fingerprint, item.probe
+            if not fp.shingle_count or not fp.band_keys or fp.text_hash in self._stored_hashes:
+                continue
+            if probe is not None and self._index is not None and self._index.covers(probe.through):
+                continue
+            through = None if probe is None else probe.through
+            wanted.setdefault(through, {})[tuple(sorted(set(fp.band_keys)))] = None
+        for through, key_sets in wanted.items():
+            large = through is None or self._merged_after(through)
+            ordered = list(key_sets)
+            for start in range(0, len(ordered), MANY_CANDIDATES_CHUNK):
+                chunk = ordered[start : start + MANY_CANDIDATES_CHUNK]
+                found = self._sql.candidates_of_many(chunk, after=through, large=large)
+                self._prefetched.update(zip([(through, k) for k in chunk], found, strict=True))
+
+    def _merged_after(self, through: int) -> bool:
+        """Whether lsh_band holds bands of articles stored after `through`."""
+        if self._merged_through is None:
+            self._merged_through = _merged_through(self._sql)
+        return self._merged_through > through
 
     def preload_hashes(self, hashes: Sequence[str]) -> None:
         """Exact-copy look-up for a whole batch in one query."""
@@ -413,17 +439,17 @@ class DedupLookup:
         self, keys: list[int], probe: Probe | None
     ) -> list[tuple[int, int, bytes]]:
         """(shared bands, article id, signature) of the best-ranked stored candidates."""
+        through = None if probe is None else probe.through
+        ahead = self._prefetched.get((through, tuple(keys)))
         if probe is None:
-            ahead = self._prefetched.get(tuple(keys))
             return list(ahead) if ahead is not None else self._sql.candidates(keys)
         if self._index is not None and self._index.covers(probe.through):
             since = self._index.candidates(keys, MAX_CANDIDATES)
+        elif ahead is not None:
+            since = list(ahead)
         else:
-            if self._merged_through is None:
-                self._merged_through = _merged_through(self._sql)
-            since = self._sql.candidates(
-                keys, after=probe.through, large=self._merged_through > probe.through
-            )
+            large = self._merged_after(probe.through)
+            since = self._sql.candidates(keys, after=probe.through, large=large)
         # An article committed while the probe ran can be in both.
         known = {aid for _, aid, _ in since}
         return since + [row for row in probe.rows if row[1] not in known]
@@ -499,10 +525,14 @@ def probe_candidates(
             seen = through
             if seen is None:
                 seen = _newest_article(sql)
-            for i in wanted:
-                keys = sorted(set(items[i].fingerprint.band_keys))
-                rows = tuple(sql.candidates(keys, upto=through))
-                out[i] = replace(items[i], probe=Probe(seen, rows))
+            key_sets = [sorted(set(items[i].fingerprint.band_keys)) for i in wanted]
+            for start in range(0, len(wanted), MANY_CANDIDATES_CHUNK):
+                chunk = key_sets[start : start + MANY_CANDIDATES_CHUNK]
+                found = sql.candidates_of_many(chunk, upto=through)
+                for i, rows in zip(
+                    wanted[start : start + MANY_CANDIDATES_CHUNK], found, strict=True
+                ):
+                    out[i] = replace(items[i], probe=Probe(seen, tuple(rows)))
         finally:
             connection.close()
     except Exception as exc:  # never worse than no probe
@@ -616,8 +646,8 @@ def ingest(
     Runs in the given session's transaction, or in its own.
 
     Per batch, not per article: one query for guids and URLs already stored, one for
-    exact copies, then one ranked band query per article (`DedupLookup`), and one
-    executemany per table at the end. Articles of the batch are looked up in memory,
+    exact copies, then one ranked band query per article (`DedupLookup`; on PostgreSQL
+    one for the batch), and one executemany (COPY) per table at the end. Articles of the batch are looked up in memory,
     so a copy later in the same batch still finds its original. Given the run's
     `index`, the stored articles are added to it; the caller invalidates it if the
     transaction is not committed.

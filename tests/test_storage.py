@@ -460,6 +460,13 @@ def test_postgresql_ranks_a_batch_of_look_ups_in_one_statement(
         for a in result.stored + result.duplicates
     }
     assert links == {"b1": original, "b2": weather, "b3": None}
+    # A probe ranks its batch at once too, and so does ingest for what was stored since.
+    later = COPY.replace("morning", "noon")
+    probed = probe_candidates(engine, _prepared(store, "c1", later))
+    [probe] = [item.probe for item in probed]
+    assert probe is not None and original in [article_id for _, article_id, _ in probe.rows]
+    [copy] = _store_prepared(store, "feed:c", probed).duplicates
+    assert get_article(engine, copy)["duplicate_of"] == original
 
 
 def test_batched_candidates_rank_like_one_query_each(store: Any) -> None:
