@@ -647,10 +647,10 @@ def ingest(
 
     Per batch, not per article: one query for guids and URLs already stored, one for
     exact copies, then one ranked band query per article (`DedupLookup`; on
-    PostgreSQL one for the batch), and one executemany (COPY) per table at the end. Articles of the batch are looked up in memory,
-    so a copy later in the same batch still finds its original. Given the run's
-    `index`, the stored articles are added to it; the caller invalidates it if the
-    transaction is not committed.
+    PostgreSQL one for the batch), and one executemany (COPY) per table at the end.
+    Articles of the batch are looked up in memory, so a copy later in the same batch
+    still finds its original. Given the run's `index`, the stored articles are added
+    to it; the caller invalidates it if the transaction is not committed.
     """
     if session is None:
         with session_scope(engine) as own:
