@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import lru_cache
@@ -160,8 +160,10 @@ class _Sql:
         found: list[list[tuple[int, int, bytes]]] = [[] for _ in key_sets]
         if not key_sets:
             return found
-        numbers = [i for i, keys in enumerate(key_sets) for _ in keys]
-        keys = [key for keys in key_sets for key in keys]
+        # The arrays go as text literals: psycopg's adaptation of Python lists chose a
+        # type per element, ~6 ms for a 50-article batch's 4,000 numbers.
+        numbers = _array_literal(i for i, keys in enumerate(key_sets) for _ in keys)
+        keys = _array_literal(key for keys in key_sets for key in keys)
         bands, params = _bands_sql("key = ANY(q.keys)", [], after, upto, large)
         sql = _MANY_CANDIDATES_SQL.format(bands=bands, limit=MAX_CANDIDATES)
         for i, article_id, shared, signature in self.rows(sql, [numbers, keys, *params]):
@@ -311,6 +313,11 @@ def _bands_sql(
 
 # Key sets ranked per statement by `_Sql.candidates_of_many`, at most.
 MANY_CANDIDATES_CHUNK = 200
+
+
+def _array_literal(numbers: Iterable[int]) -> str:
+    """A PostgreSQL array literal of integers, e.g. ``{1,2,3}``."""
+    return "{" + ",".join(map(str, numbers)) + "}"
 
 
 def _shared_bands(row: tuple[int, int, bytes]) -> int:
