@@ -354,27 +354,34 @@ class DedupLookup:
         self._prefetched: dict[
             tuple[int | None, tuple[int, ...]], list[tuple[int, int, bytes]]
         ] = {}
+        # Sorted distinct band keys -> the candidates the run's index ranked ahead.
+        self._indexed: dict[tuple[int, ...], list[tuple[int, int, bytes]]] = {}
 
     def prefetch(self, items: Sequence[PreparedArticle]) -> None:
         """Rank ahead the stored candidates that the batch's look-ups will query.
 
-        On PostgreSQL one statement per MANY_CANDIDATES_CHUNK articles instead of one
-        each (`_Sql.candidates_of_many`); SQLite keeps its query per look-up. An article
-        with a probe needs only those stored after it, unless the run's index has them.
-        The batch's own articles are written after the loop, so what is stored does not
-        change in between. Call after `preload_hashes`: exact copies need no candidates.
+        The run's index searches its arrays once for the whole batch. On PostgreSQL one
+        statement ranks MANY_CANDIDATES_CHUNK articles instead of one each
+        (`_Sql.candidates_of_many`); SQLite keeps its query per look-up. The batch's own
+        articles are written (and added to the index) after the loop, so what is stored
+        does not change in between. Call after `preload_hashes`: exact copies need no
+        candidates.
         """
-        if self._sql.dialect.name != "postgresql":
-            return
+        postgresql = self._sql.dialect.name == "postgresql"
+        indexed: dict[tuple[int, ...], None] = {}
         wanted: dict[int | None, dict[tuple[int, ...], None]] = {}  # probe's through -> keys
         for item in items:
             fp, probe = item.fingerprint, item.probe
             if not fp.shingle_count or not fp.band_keys or fp.text_hash in self._stored_hashes:
                 continue
+            keys = tuple(sorted(set(fp.band_keys)))
             if probe is not None and self._index is not None and self._index.covers(probe.through):
-                continue
-            through = None if probe is None else probe.through
-            wanted.setdefault(through, {})[tuple(sorted(set(fp.band_keys)))] = None
+                indexed[keys] = None
+            elif postgresql:
+                wanted.setdefault(None if probe is None else probe.through, {})[keys] = None
+        if indexed and self._index is not None:
+            found = self._index.candidates_of_many(list(indexed), MAX_CANDIDATES)
+            self._indexed.update(zip(indexed, found, strict=True))
         for through, key_sets in wanted.items():
             large = through is None or self._merged_after(through)
             ordered = list(key_sets)
@@ -451,7 +458,10 @@ class DedupLookup:
         if probe is None:
             return list(ahead) if ahead is not None else self._sql.candidates(keys)
         if self._index is not None and self._index.covers(probe.through):
-            since = self._index.candidates(keys, MAX_CANDIDATES)
+            ranked = self._indexed.get(tuple(keys))
+            since = (
+                list(ranked) if ranked is not None else self._index.candidates(keys, MAX_CANDIDATES)
+            )
         elif ahead is not None:
             since = list(ahead)
         else:

@@ -25,9 +25,9 @@ def _shared(articles: dict[int, list[int]], keys: list[int]) -> Counter[int]:
 
 
 @settings(max_examples=200, deadline=None)
-@given(ARTICLES, st.lists(KEYS, max_size=8))
+@given(ARTICLES, st.lists(st.lists(KEYS, max_size=8), min_size=1, max_size=4))
 def test_candidates_count_the_shared_bands_like_the_tables(
-    articles: list[tuple[list[int], bool]], query: list[int]
+    articles: list[tuple[list[int], bool]], queries: list[list[int]]
 ) -> None:
     index = RunIndex(10)
     stored: dict[int, list[int]] = {}
@@ -37,12 +37,16 @@ def test_candidates_count_the_shared_bands_like_the_tables(
             stored[article_id] = keys
         if flush:
             index.flush()
-    expected = _shared(stored, query)
-    found = index.candidates(sorted(set(query)), limit=100)
-    assert {aid: n for n, aid, _ in found} == dict(expected)
-    assert [n for n, _, _ in found] == sorted(expected.values(), reverse=True)
-    assert all(signature == b"sig%d" % aid for _, aid, signature in found)
-    assert len(index.candidates(sorted(set(query)), limit=1)) == min(1, len(expected))
+    # Several look-ups at once answer as each would alone.
+    batch = index.candidates_of_many([sorted(set(query)) for query in queries], limit=100)
+    assert len(batch) == len(queries)
+    for query, found in zip(queries, batch, strict=True):
+        expected = _shared(stored, query)
+        assert {aid: n for n, aid, _ in found} == dict(expected)
+        assert [n for n, _, _ in found] == sorted(expected.values(), reverse=True)
+        assert all(signature == b"sig%d" % aid for _, aid, signature in found)
+        assert index.candidates(sorted(set(query)), limit=100) == found
+        assert len(index.candidates(sorted(set(query)), limit=1)) == min(1, len(expected))
 
 
 @settings(max_examples=100, deadline=None)
