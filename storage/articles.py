@@ -148,7 +148,8 @@ class _Sql:
         upto: int | None = None,
         large: bool = True,
     ) -> list[list[tuple[int, int, bytes]]]:
-        """`candidates(keys, ...)` of each of `key_sets`: on PostgreSQL in one statement.
+        """`candidates(keys, ...)` of each of `key_sets`: on PostgreSQL one statement per
+        MANY_CANDIDATES_CHUNK of them.
 
         There a look-up's round trip and client-side work were most of its cost (~0.6 ms
         a query, of which the server's part was ~0.2), so a batch ranks the candidates
@@ -157,6 +158,17 @@ class _Sql:
         """
         if self._qmark:
             return [self.candidates(k, after=after, upto=upto, large=large) for k in key_sets]
+        if len(key_sets) > MANY_CANDIDATES_CHUNK:
+            return [
+                rows
+                for start in range(0, len(key_sets), MANY_CANDIDATES_CHUNK)
+                for rows in self.candidates_of_many(
+                    key_sets[start : start + MANY_CANDIDATES_CHUNK],
+                    after=after,
+                    upto=upto,
+                    large=large,
+                )
+            ]
         found: list[list[tuple[int, int, bytes]]] = [[] for _ in key_sets]
         if not key_sets:
             return found
@@ -384,11 +396,8 @@ class DedupLookup:
             self._indexed.update(zip(indexed, found, strict=True))
         for through, key_sets in wanted.items():
             large = through is None or self._merged_after(through)
-            ordered = list(key_sets)
-            for start in range(0, len(ordered), MANY_CANDIDATES_CHUNK):
-                chunk = ordered[start : start + MANY_CANDIDATES_CHUNK]
-                found = self._sql.candidates_of_many(chunk, after=through, large=large)
-                self._prefetched.update(zip([(through, k) for k in chunk], found, strict=True))
+            found = self._sql.candidates_of_many(list(key_sets), after=through, large=large)
+            self._prefetched.update(zip([(through, k) for k in key_sets], found, strict=True))
 
     def _merged_after(self, through: int) -> bool:
         """Whether lsh_band holds bands of articles stored after `through`."""
@@ -543,13 +552,9 @@ def probe_candidates(
             if seen is None:
                 seen = _newest_article(sql)
             key_sets = [sorted(set(items[i].fingerprint.band_keys)) for i in wanted]
-            for start in range(0, len(wanted), MANY_CANDIDATES_CHUNK):
-                chunk = key_sets[start : start + MANY_CANDIDATES_CHUNK]
-                found = sql.candidates_of_many(chunk, upto=through)
-                for i, rows in zip(
-                    wanted[start : start + MANY_CANDIDATES_CHUNK], found, strict=True
-                ):
-                    out[i] = replace(items[i], probe=Probe(seen, tuple(rows)))
+            found = sql.candidates_of_many(key_sets, upto=through)
+            for i, rows in zip(wanted, found, strict=True):
+                out[i] = replace(items[i], probe=Probe(seen, tuple(rows)))
         finally:
             connection.close()
     except Exception as exc:  # never worse than no probe

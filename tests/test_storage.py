@@ -469,7 +469,8 @@ def test_postgresql_ranks_a_batch_of_look_ups_in_one_statement(
     assert get_article(engine, copy)["duplicate_of"] == original
 
 
-def test_batched_candidates_rank_like_one_query_each(store: Any) -> None:
+def test_batched_candidates_rank_like_one_query_each(store: Any, monkeypatch: Any) -> None:
+    import storage.articles
     from storage.articles import _Sql
 
     _, engine = store
@@ -485,7 +486,10 @@ def test_batched_candidates_rank_like_one_query_each(store: Any) -> None:
         sql = _Sql.of(session)
         one_each = [sql.candidates(keys) for keys in key_sets]
         batched = sql.candidates_of_many(key_sets)
+        monkeypatch.setattr(storage.articles, "MANY_CANDIDATES_CHUNK", 2)
+        chunked = sql.candidates_of_many(key_sets)
     assert [sorted(rows) for rows in batched] == [sorted(rows) for rows in one_each]
+    assert [sorted(rows) for rows in chunked] == [sorted(rows) for rows in one_each]
     assert all(rows for rows in one_each[:2]) and one_each[-1] == []
     # Best-ranked first, as the single query returns them.
     assert all(
