@@ -13,7 +13,7 @@ and the rest are fresh shingles whose MinHash minimum is sampled directly.
 
 Queries are copies of stored BBC articles: "light" (1-2% of words replaced, exact
 Jaccard >= 0.8 to the original) and "syndicated" (benchmarks/dedup_quality.py's
-variants). Measured per size: median / p95 time of `storage.articles.find_original`
+variants). Measured per size: median / p95 time of `storage.dedup.find_original`
 (the real SQL through SQLAlchemy), recall of the original, false candidates per query
 (signatures fetched that are not the original), and bytes per article on disk for the
 index (article_signature + lsh_band pages). datasketch MinHashLSH with the same 32x2
@@ -51,7 +51,7 @@ from dedup_quality import edit_words, load_bbc, make_variant  # noqa: E402
 from sqlalchemy import create_engine  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
 
-from storage.articles import find_original, near_duplicate_candidates  # noqa: E402
+from storage.dedup import find_original, near_duplicate_candidates  # noqa: E402
 from storage.schema import upgrade  # noqa: E402
 from tasks.fingerprint import (  # noqa: E402
     DEFAULT_PARAMS,

@@ -11,10 +11,11 @@ newswatch, per batch of 4 documents (200 entries, one transaction), each stage t
 stage by stage over the batch as `tasks.pipeline.prepare` runs them:
 parse (`tasks.parse.parse_feed`) -> normalize (`normalize_entry`) -> fingerprint ->
 tag (`TopicTagger`) -> match (`CompiledRules`, 1,000 rules) -> dedup look-up
-(`storage.articles.DedupLookup.find` and `prefetch`, timed inside `ingest`, plus the
-probe before it) -> store (the rest of `ingest`). Look-ups run as in `newswatch poll`: articles stored by
-the run are found in its in-memory `storage.runindex.RunIndex`; once more, on a fresh
-store, with the ranked SQL query for every article, as a Celery task stores a feed.
+(`storage.dedup.DedupLookup.find` and `prefetch`, timed inside `ingest`, plus the
+probe before it) -> store (the rest of `ingest`). Look-ups run as in `newswatch poll`:
+articles stored by the run are found in its in-memory `storage.runindex.RunIndex`; once
+more, on a fresh store, with the ranked SQL query for every article, as a Celery task
+stores a feed.
 SQLite's full-text index is written off the ingest path (`storage.search`); its cost is
 timed separately, once for all stored articles, and printed beside the stages.
 newswatch runs with the garbage-collector thresholds its worker and CLI set
@@ -207,8 +208,9 @@ def run_newswatch(
 def _run_newswatch(
     docs: list[bytes], rules: list[RuleDef], url: str, run_index: bool
 ) -> dict[str, Any]:
-    import storage.articles as articles_mod
-    from storage.articles import PreparedArticle, ingest, probe_candidates, start_run_index
+    import storage.dedup as dedup_mod
+    from storage.articles import PreparedArticle, ingest
+    from storage.dedup import probe_candidates, start_run_index
     from storage.engine import get_engine
     from storage.rules import add_rule
     from storage.schema import upgrade
@@ -224,7 +226,7 @@ def _run_newswatch(
     matchers = MatcherCache(TOPICS_FILE).get(engine)
     timers = Timers()
     lookups: list[float] = []
-    original_find = articles_mod.DedupLookup.find
+    original_find = dedup_mod.DedupLookup.find
 
     def timed_find(*args: Any, **kwargs: Any) -> Any:
         t = time.perf_counter()
@@ -236,7 +238,7 @@ def _run_newswatch(
     # A batch's candidates are ranked ahead (`DedupLookup.prefetch`): that is look-up
     # time too, spread evenly over the batch's look-ups.
     ahead: list[float] = []
-    original_prefetch = articles_mod.DedupLookup.prefetch
+    original_prefetch = dedup_mod.DedupLookup.prefetch
 
     def timed_prefetch(*args: Any, **kwargs: Any) -> None:
         t = time.perf_counter()
@@ -245,8 +247,8 @@ def _run_newswatch(
         finally:
             ahead.append(time.perf_counter() - t)
 
-    articles_mod.DedupLookup.find = timed_find  # type: ignore[method-assign]
-    articles_mod.DedupLookup.prefetch = timed_prefetch  # type: ignore[method-assign]
+    dedup_mod.DedupLookup.find = timed_find  # type: ignore[method-assign]
+    dedup_mod.DedupLookup.prefetch = timed_prefetch  # type: ignore[method-assign]
     curve: list[dict[str, Any]] = []
     stored = duplicates = alerts = entries = 0
     clock = time.perf_counter
@@ -320,8 +322,8 @@ def _run_newswatch(
                 )
                 mark_t, mark_n, mark_l = now, entries, len(lookups)
     finally:
-        articles_mod.DedupLookup.find = original_find  # type: ignore[method-assign]
-        articles_mod.DedupLookup.prefetch = original_prefetch  # type: ignore[method-assign]
+        dedup_mod.DedupLookup.find = original_find  # type: ignore[method-assign]
+        dedup_mod.DedupLookup.prefetch = original_prefetch  # type: ignore[method-assign]
     wall = clock() - t_start
     # Full-text indexing is kept off the ingest path (storage/search.py) but is still
     # work the store does: timed here on its own, once for everything stored above.

@@ -1,7 +1,7 @@
 """Reading stored articles: lists, one article, its tags, duplicate clusters, counts.
 
-Apart from `storage.articles` (storing and deduplicating), so that a query command
-imports no fingerprinting (numpy) and no ingest machinery.
+Apart from `storage.articles` and `storage.dedup` (storing and deduplicating), so that a
+query command imports no fingerprinting (numpy) and no ingest machinery.
 """
 
 from __future__ import annotations

@@ -68,7 +68,7 @@ def _configure_postgresql(engine: Engine) -> None:
     # autovacuum analyzes them, the planner guessed ~1,000 rows per band key and ran the
     # candidate query with two parallel workers: 5.4 ms a query instead of 0.45 ms
     # (6,000 articles stored, queries not yet prepared by psycopg). The same guesses
-    # put a batch's candidate query (`storage.articles._MANY_CANDIDATES_SQL`) over the
+    # put a batch's candidate query (`storage.dedup._MANY_CANDIDATES_SQL`) over the
     # JIT threshold: 143 ms compiling it, against ~15 ms running it.
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:

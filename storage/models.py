@@ -122,7 +122,7 @@ class RecentLshBand(SQLModel, table=True):
 
     Look-ups read both tables. New bands land here, in a table small enough that a
     commit rewrites few pages; ingest moves them into `lsh_band` in key order once
-    there are enough of them (`storage.articles.RECENT_BAND_ARTICLES`, migration 0004).
+    there are enough of them (`storage.dedup.RECENT_BAND_ARTICLES`, migration 0004).
     """
 
     __tablename__ = "lsh_band_recent"

@@ -20,7 +20,8 @@ from queue import Empty, SimpleQueue
 import httpx
 from sqlalchemy import Engine
 
-from storage.articles import PreparedArticle, ingest, probe_candidates, start_run_index
+from storage.articles import PreparedArticle, ingest
+from storage.dedup import probe_candidates, start_run_index
 from storage.engine import dispose_engines, get_engine, session_scope
 from storage.feeds import FeedTarget, FetchOutcome, record_fetches
 from storage.models import utcnow

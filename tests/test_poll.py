@@ -181,11 +181,11 @@ def test_preparation_processes_store_the_same_as_one_process(
 def test_a_poll_links_copies_of_articles_stored_before_it(
     cli: Any, feeds: FeedServer, monkeypatch: Any, preload: bool
 ) -> None:
-    import storage.articles
+    import storage.dedup
     from worker.settings import get_settings
 
     if not preload:  # a store too large to load: the preparation processes probe it
-        monkeypatch.setattr(storage.articles, "PRELOAD_ARTICLES", 0)
+        monkeypatch.setattr(storage.dedup, "PRELOAD_ARTICLES", 0)
     monkeypatch.setenv("NEWSWATCH_POLL_PROCESSES", "2")
     get_settings.cache_clear()
     feeds.put("/a.xml", feed_with(("x1", "Talks on troop costs", STORY + " " + LATER)))

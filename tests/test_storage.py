@@ -13,8 +13,8 @@ from sqlalchemy import func, select, text
 
 from storage.alerts import AlertFilter, list_alerts
 from storage.article_queries import duplicate_clusters, get_article, list_articles
-from storage.articles import _processed, probe_candidates, start_run_index
 from storage.articles import ingest as ingest_prepared
+from storage.dedup import probe_candidates, start_run_index
 from storage.engine import session_scope
 from storage.feeds import (
     MAX_UNFINISHED_CLAIMS,
@@ -26,6 +26,7 @@ from storage.feeds import (
 )
 from storage.models import Alert, Article, utcnow
 from storage.rules import add_rule
+from storage.statements import _processed
 from tasks.models import RawEntry
 from tasks.pipeline import prepare, process_entries
 from tests.test_fingerprint import OPENING, OTHER
@@ -217,7 +218,7 @@ def _band_rows(engine: Any) -> tuple[int, int, int]:
 def test_near_copies_are_found_before_and_after_their_bands_are_merged(
     store: Any, monkeypatch: Any
 ) -> None:
-    import storage.articles
+    import storage.dedup
 
     _, engine = store
     before = _band_rows(engine)
@@ -230,7 +231,7 @@ def test_near_copies_are_found_before_and_after_their_bands_are_merged(
 
     # Past the limit, ingest moves every waiting band into lsh_band, none lost.
     pending = _band_rows(engine)
-    monkeypatch.setattr(storage.articles, "RECENT_BAND_ARTICLES", 0)
+    monkeypatch.setattr(storage.dedup, "RECENT_BAND_ARTICLES", 0)
     third = ingest(store, "feed:c", ("c3", "Cost talks", COPY.replace("morning", "afternoon")))
     [third_id] = third.duplicates
     assert get_article(engine, third_id)["duplicate_of"] == original
@@ -243,7 +244,7 @@ def test_near_copies_are_found_before_and_after_their_bands_are_merged(
     assert main == pending[0] + pending[1] + own
 
     # Below the limit again: the next copy's bands wait, and it finds the merged ones.
-    monkeypatch.setattr(storage.articles, "RECENT_BAND_ARTICLES", 10_000)
+    monkeypatch.setattr(storage.dedup, "RECENT_BAND_ARTICLES", 10_000)
     fourth = ingest(store, "feed:d", ("d4", "Cost talks", COPY.replace("morning", "evening")))
     assert get_article(engine, fourth.duplicates[0])["duplicate_of"] == original
     after = _band_rows(engine)
@@ -280,7 +281,7 @@ def test_a_probe_carries_the_stored_candidates_into_ingest(store: Any) -> None:
 
 
 def test_ingest_finds_what_was_stored_after_the_probe(store: Any, monkeypatch: Any) -> None:
-    import storage.articles
+    import storage.dedup
 
     _, engine = store
     copy = probe_candidates(engine, _prepared(store, "b1", COPY))
@@ -290,7 +291,7 @@ def test_ingest_finds_what_was_stored_after_the_probe(store: Any, monkeypatch: A
     [duplicate] = _store_prepared(store, "feed:b", copy).duplicates
     assert get_article(engine, duplicate)["duplicate_of"] == original
     # Even once the original's bands were merged into lsh_band after the probe.
-    monkeypatch.setattr(storage.articles, "RECENT_BAND_ARTICLES", 0)
+    monkeypatch.setattr(storage.dedup, "RECENT_BAND_ARTICLES", 0)
     ingest(store, "feed:z", ("z1", "Other", "<p>An unrelated short notice about the weather.</p>"))
     assert _band_rows(engine)[1] == 0
     [third] = _store_prepared(store, "feed:c", later).duplicates
@@ -361,11 +362,11 @@ def test_a_run_index_of_a_small_store_holds_its_articles(store: Any) -> None:
 def test_a_run_index_of_a_large_store_leaves_its_articles_to_the_probes(
     store: Any, monkeypatch: Any
 ) -> None:
-    import storage.articles
+    import storage.dedup
 
     _, engine = store
     [original] = ingest(store, "feed:a", ("a1", "Cost-sharing talks resume", STORY)).stored
-    monkeypatch.setattr(storage.articles, "PRELOAD_ARTICLES", 0)
+    monkeypatch.setattr(storage.dedup, "PRELOAD_ARTICLES", 0)
     index = start_run_index(engine)
     assert index.start == original
     [duplicate] = _store_in_run(store, "feed:b", _prepared(store, "b1", COPY), index).duplicates
@@ -436,7 +437,7 @@ def test_postgresql_sessions_run_without_parallel_plans_or_jit(store: Any) -> No
 def test_postgresql_ranks_a_batch_of_look_ups_in_one_statement(
     store: Any, monkeypatch: Any
 ) -> None:
-    import storage.articles
+    import storage.dedup
 
     _, engine = store
     if engine.dialect.name != "postgresql":
@@ -447,7 +448,7 @@ def test_postgresql_ranks_a_batch_of_look_ups_in_one_statement(
     def one_query_per_article(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("a look-up queried on its own")
 
-    monkeypatch.setattr(storage.articles._Sql, "candidates", one_query_per_article)
+    monkeypatch.setattr(storage.dedup, "candidates", one_query_per_article)
     result = ingest(
         store,
         "feed:b",
@@ -470,8 +471,9 @@ def test_postgresql_ranks_a_batch_of_look_ups_in_one_statement(
 
 
 def test_batched_candidates_rank_like_one_query_each(store: Any, monkeypatch: Any) -> None:
-    import storage.articles
-    from storage.articles import _Sql
+    import storage.dedup
+    from storage.dedup import candidates, candidates_of_many
+    from storage.statements import Statements
 
     _, engine = store
     ingest(store, "feed:a", ("a1", "Cost-sharing talks resume", STORY))
@@ -483,11 +485,11 @@ def test_batched_candidates_rank_like_one_query_each(store: Any, monkeypatch: An
     ]
     key_sets.append([1, 2, 3])  # keys no article has
     with session_scope(engine) as session:
-        sql = _Sql.of(session)
-        one_each = [sql.candidates(keys) for keys in key_sets]
-        batched = sql.candidates_of_many(key_sets)
-        monkeypatch.setattr(storage.articles, "MANY_CANDIDATES_CHUNK", 2)
-        chunked = sql.candidates_of_many(key_sets)
+        sql = Statements.of(session)
+        one_each = [candidates(sql, keys) for keys in key_sets]
+        batched = candidates_of_many(sql, key_sets)
+        monkeypatch.setattr(storage.dedup, "MANY_CANDIDATES_CHUNK", 2)
+        chunked = candidates_of_many(sql, key_sets)
     assert [sorted(rows) for rows in batched] == [sorted(rows) for rows in one_each]
     assert [sorted(rows) for rows in chunked] == [sorted(rows) for rows in one_each]
     assert all(rows for rows in one_each[:2]) and one_each[-1] == []

@@ -4,7 +4,7 @@ A band key is a hash, so each new article's 40 band rows land on ~40 random page
 the band index, and every commit writes each page it touched to the WAL: with one
 commit per feed, that was nearly a page per band row once the index was large. New
 bands now go to `lsh_band_recent`, small enough to stay cheap to write; when it holds
-the bands of more than `storage.articles.RECENT_BAND_ARTICLES` articles, one statement
+the bands of more than `storage.dedup.RECENT_BAND_ARTICLES` articles, one statement
 moves them into `lsh_band` in key order, touching each page there once.
 `lsh_band_state.merged_through` is the newest article whose bands were moved.
 
