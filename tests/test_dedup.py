@@ -1,0 +1,303 @@
+"""Near-duplicate look-ups on real SQLite and real PostgreSQL: band tables, probes made
+before the ingest lock, the run's in-memory index, and batched candidate queries."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from storage.article_queries import get_article
+from storage.articles import ingest as ingest_prepared
+from storage.dedup import probe_candidates, start_run_index
+from storage.engine import session_scope
+from storage.feeds import add_feed
+from tasks.models import RawEntry
+from tasks.pipeline import prepare
+from tests.test_fingerprint import OTHER
+from tests.test_fingerprint import STORY as LONG_STORY
+from tests.test_storage import COPY, STORY, ingest
+from worker.runtime import get_runtime
+
+
+def _band_rows(engine: Any) -> tuple[int, int, int]:
+    """(rows in lsh_band, rows in lsh_band_recent, newest merged article id)."""
+    with engine.connect() as conn:
+        return (
+            conn.execute(text("SELECT count(*) FROM lsh_band")).scalar_one(),
+            conn.execute(text("SELECT count(*) FROM lsh_band_recent")).scalar_one(),
+            conn.execute(text("SELECT merged_through FROM lsh_band_state")).scalar_one(),
+        )
+
+
+def test_near_copies_are_found_before_and_after_their_bands_are_merged(
+    store: Any, monkeypatch: Any
+) -> None:
+    import storage.dedup
+
+    _, engine = store
+    before = _band_rows(engine)
+    first = ingest(store, "feed:a", ("a1", "Cost-sharing talks resume", STORY))
+    [original] = first.stored
+    waiting = _band_rows(engine)
+    assert waiting[0] == before[0] and waiting[1] > before[1]  # new bands wait apart
+    copy = ingest(store, "feed:b", ("b7", "Allies resume cost talks", COPY))
+    assert get_article(engine, copy.duplicates[0])["duplicate_of"] == original
+
+    # Past the limit, ingest moves every waiting band into lsh_band, none lost.
+    pending = _band_rows(engine)
+    monkeypatch.setattr(storage.dedup, "RECENT_BAND_ARTICLES", 0)
+    third = ingest(store, "feed:c", ("c3", "Cost talks", COPY.replace("morning", "afternoon")))
+    [third_id] = third.duplicates
+    assert get_article(engine, third_id)["duplicate_of"] == original
+    main, recent, merged = _band_rows(engine)
+    with engine.connect() as conn:
+        own = conn.execute(
+            text("SELECT count(*) FROM lsh_band WHERE article_id = :i"), {"i": third_id}
+        ).scalar_one()
+    assert own > 0 and recent == 0 and merged == third_id
+    assert main == pending[0] + pending[1] + own
+
+    # Below the limit again: the next copy's bands wait, and it finds the merged ones.
+    monkeypatch.setattr(storage.dedup, "RECENT_BAND_ARTICLES", 10_000)
+    fourth = ingest(store, "feed:d", ("d4", "Cost talks", COPY.replace("morning", "evening")))
+    assert get_article(engine, fourth.duplicates[0])["duplicate_of"] == original
+    after = _band_rows(engine)
+    assert after[0] == main and after[1] > 0 and after[2] == merged
+
+
+def _prepared(store: Any, guid: str, content: str) -> Any:
+    settings, engine = store
+    matchers = get_runtime(settings).matchers.get(engine)
+    entry = RawEntry(guid=guid, url=f"https://x.example/{guid}", title="Talks", content=content)
+    return prepare([entry], matchers)
+
+
+def _store_prepared(store: Any, origin: str, items: Any) -> Any:
+    settings, engine = store
+    threshold = settings.near_duplicate_threshold
+    return ingest_prepared(engine, origin=origin, feed_id=None, items=items, threshold=threshold)
+
+
+def test_a_probe_carries_the_stored_candidates_into_ingest(store: Any) -> None:
+    _, engine = store
+    [original] = ingest(store, "feed:a", ("a1", "Cost-sharing talks resume", STORY)).stored
+    copy = probe_candidates(engine, _prepared(store, "b1", COPY))
+    [probe] = [item.probe for item in copy]
+    assert probe is not None and original in [article_id for _, article_id, _ in probe.rows]
+    assert probe.through >= original
+    # Ingest trusts the probe for the articles up to `through`: with the original's
+    # bands gone from both tables, only the probe can still name it.
+    with session_scope(engine) as session:
+        for table in ("lsh_band", "lsh_band_recent"):
+            session.execute(text(f"DELETE FROM {table} WHERE article_id = :i"), {"i": original})
+    [duplicate] = _store_prepared(store, "feed:b", copy).duplicates
+    assert get_article(engine, duplicate)["duplicate_of"] == original
+
+
+def test_ingest_finds_what_was_stored_after_the_probe(store: Any, monkeypatch: Any) -> None:
+    import storage.dedup
+
+    _, engine = store
+    copy = probe_candidates(engine, _prepared(store, "b1", COPY))
+    later = probe_candidates(engine, _prepared(store, "c1", COPY.replace("morning", "noon")))
+    [original] = ingest(store, "feed:a", ("a1", "Cost-sharing talks resume", STORY)).stored
+    assert copy[0].probe is not None and copy[0].probe.through < original
+    [duplicate] = _store_prepared(store, "feed:b", copy).duplicates
+    assert get_article(engine, duplicate)["duplicate_of"] == original
+    # Even once the original's bands were merged into lsh_band after the probe.
+    monkeypatch.setattr(storage.dedup, "RECENT_BAND_ARTICLES", 0)
+    ingest(store, "feed:z", ("z1", "Other", "<p>An unrelated short notice about the weather.</p>"))
+    assert _band_rows(engine)[1] == 0
+    [third] = _store_prepared(store, "feed:c", later).duplicates
+    assert get_article(engine, third)["duplicate_of"] == original
+
+
+def test_a_probed_original_that_is_gone_is_not_linked(store: Any) -> None:
+    _, engine = store
+    [original] = ingest(store, "feed:a", ("a1", "Cost-sharing talks resume", STORY)).stored
+    copy = probe_candidates(engine, _prepared(store, "b1", COPY))
+    with session_scope(engine) as session:
+        for table in ("lsh_band", "lsh_band_recent"):
+            session.execute(text(f"DELETE FROM {table} WHERE article_id = :i"), {"i": original})
+        session.execute(text("DELETE FROM article WHERE id = :i"), {"i": original})
+    result = _store_prepared(store, "feed:b", copy)
+    assert result.duplicates == [] and len(result.stored) == 1
+
+
+def test_a_failed_probe_leaves_the_look_up_to_ingest(store: Any, tmp_path: Any) -> None:
+    from storage.engine import create_engine_for
+
+    items = _prepared(store, "b1", COPY)
+    empty = create_engine_for(f"sqlite:///{tmp_path / 'no-schema.db'}")
+    assert probe_candidates(empty, items) == items
+
+
+WEATHER = "<p>An unrelated short notice about the weather on the coast this weekend.</p>"
+
+
+def _forget_bands(engine: Any, article_id: int) -> None:
+    """Remove an article's bands from both tables: only an in-memory index still has them."""
+    with session_scope(engine) as session:
+        for table in ("lsh_band", "lsh_band_recent"):
+            session.execute(text(f"DELETE FROM {table} WHERE article_id = :i"), {"i": article_id})
+
+
+def _store_in_run(store: Any, origin: str, items: Any, index: Any) -> Any:
+    settings, engine = store
+    probed = probe_candidates(engine, items, through=index.start)
+    threshold = settings.near_duplicate_threshold
+    return ingest_prepared(
+        engine, origin=origin, feed_id=None, items=probed, threshold=threshold, index=index
+    )
+
+
+def test_a_run_index_finds_what_the_run_stored_without_the_band_tables(store: Any) -> None:
+    _, engine = store
+    index = start_run_index(engine)
+    [original] = _store_in_run(store, "feed:a", _prepared(store, "a1", STORY), index).stored
+    _forget_bands(engine, original)
+    [duplicate] = _store_in_run(store, "feed:b", _prepared(store, "b1", COPY), index).duplicates
+    assert get_article(engine, duplicate)["duplicate_of"] == original
+    assert index.valid and index.newest == duplicate
+
+
+def test_a_run_index_of_a_small_store_holds_its_articles(store: Any) -> None:
+    _, engine = store
+    [original] = ingest(store, "feed:a", ("a1", "Cost-sharing talks resume", STORY)).stored
+    index = start_run_index(engine)  # the seeds and the original: few, to be loaded
+    assert index.start == 0 and not index.loaded
+    _store_in_run(store, "feed:z", _prepared(store, "z1", WEATHER), index)  # loads them
+    assert index.loaded and index.valid
+    _forget_bands(engine, original)
+    [duplicate] = _store_in_run(store, "feed:b", _prepared(store, "b1", COPY), index).duplicates
+    assert get_article(engine, duplicate)["duplicate_of"] == original
+
+
+def test_a_run_index_of_a_large_store_leaves_its_articles_to_the_probes(
+    store: Any, monkeypatch: Any
+) -> None:
+    import storage.dedup
+
+    _, engine = store
+    [original] = ingest(store, "feed:a", ("a1", "Cost-sharing talks resume", STORY)).stored
+    monkeypatch.setattr(storage.dedup, "PRELOAD_ARTICLES", 0)
+    index = start_run_index(engine)
+    assert index.start == original
+    [duplicate] = _store_in_run(store, "feed:b", _prepared(store, "b1", COPY), index).duplicates
+    assert get_article(engine, duplicate)["duplicate_of"] == original
+
+
+def test_another_writer_during_a_run_is_still_seen(store: Any) -> None:
+    _, engine = store
+    index = start_run_index(engine)
+    _store_in_run(store, "feed:z", _prepared(store, "z1", WEATHER), index)
+    assert index.valid
+    # Stored by someone else (another worker) during the run: not in the index.
+    [original] = ingest(store, "feed:a", ("a1", "Cost-sharing talks resume", STORY)).stored
+    [duplicate] = _store_in_run(store, "feed:b", _prepared(store, "b1", COPY), index).duplicates
+    assert get_article(engine, duplicate)["duplicate_of"] == original
+    assert not index.valid  # the look-ups of the rest of the run go to the database
+
+
+def test_a_failed_commit_switches_the_run_index_off(store: Any, monkeypatch: Any) -> None:
+    import tasks.polling
+    from storage.feeds import FeedTarget, FetchOutcome
+
+    settings, engine = store
+    runtime = get_runtime(settings)
+    feed = add_feed(engine, "https://x.example/feed.xml", interval_seconds=600)
+    index = start_run_index(engine)
+    download = tasks.polling.Download(
+        FeedTarget(feed["id"], feed["url"], None, None),
+        FetchOutcome(status=200, entries=1),
+    )
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(tasks.polling, "record_fetches", broken)
+    before = _article_count(engine)
+    with pytest.raises(RuntimeError, match="disk full"):
+        tasks.polling.store_downloads(
+            engine,
+            runtime.matchers.get(engine),
+            [download],
+            threshold=settings.near_duplicate_threshold,
+            max_backoff=3600,
+            prepared=[_prepared(store, "a1", STORY)],
+            index=index,
+        )
+    assert _article_count(engine) == before  # rolled back
+    assert not index.valid  # and the index no longer claims the rolled-back article
+
+
+def _article_count(engine: Any) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(text("SELECT count(*) FROM article")).scalar_one())
+
+
+def test_postgresql_ranks_a_batch_of_look_ups_in_one_statement(
+    store: Any, monkeypatch: Any
+) -> None:
+    import storage.dedup
+
+    _, engine = store
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite runs one look-up query per article, in process")
+    [original] = ingest(store, "feed:a", ("a1", "Cost-sharing talks resume", STORY)).stored
+    [weather] = ingest(store, "feed:z", ("z1", "Weather", WEATHER)).stored
+
+    def one_query_per_article(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("a look-up queried on its own")
+
+    monkeypatch.setattr(storage.dedup, "candidates", one_query_per_article)
+    result = ingest(
+        store,
+        "feed:b",
+        ("b1", "Allies resume cost talks", COPY),
+        ("b2", "Weather", WEATHER.replace("weekend", "week")),
+        ("b3", "Rates", f"<p>{OTHER}</p>"),
+    )
+    links = {
+        get_article(engine, a)["guid"]: get_article(engine, a)["duplicate_of"]
+        for a in result.stored + result.duplicates
+    }
+    assert links == {"b1": original, "b2": weather, "b3": None}
+    # A probe ranks its batch at once too, and so does ingest for what was stored since.
+    later = COPY.replace("morning", "noon")
+    probed = probe_candidates(engine, _prepared(store, "c1", later))
+    [probe] = [item.probe for item in probed]
+    assert probe is not None and original in [article_id for _, article_id, _ in probe.rows]
+    [copy] = _store_prepared(store, "feed:c", probed).duplicates
+    assert get_article(engine, copy)["duplicate_of"] == original
+
+
+def test_batched_candidates_rank_like_one_query_each(store: Any, monkeypatch: Any) -> None:
+    import storage.dedup
+    from storage.dedup import candidates, candidates_of_many
+    from storage.statements import Statements
+
+    _, engine = store
+    ingest(store, "feed:a", ("a1", "Cost-sharing talks resume", STORY))
+    ingest(store, "feed:z", ("z1", "Weather", WEATHER), ("z2", "Rates", f"<p>{OTHER}</p>"))
+    key_sets = [
+        sorted(set(item.fingerprint.band_keys))
+        for content in (COPY, WEATHER, f"<p>{LONG_STORY}</p>", STORY)
+        for item in _prepared(store, "q", content)
+    ]
+    key_sets.append([1, 2, 3])  # keys no article has
+    with session_scope(engine) as session:
+        sql = Statements.of(session)
+        one_each = [candidates(sql, keys) for keys in key_sets]
+        batched = candidates_of_many(sql, key_sets)
+        monkeypatch.setattr(storage.dedup, "MANY_CANDIDATES_CHUNK", 2)
+        chunked = candidates_of_many(sql, key_sets)
+    assert [sorted(rows) for rows in batched] == [sorted(rows) for rows in one_each]
+    assert [sorted(rows) for rows in chunked] == [sorted(rows) for rows in one_each]
+    assert all(rows for rows in one_each[:2]) and one_each[-1] == []
+    # Best-ranked first, as the single query returns them.
+    assert all(
+        [r[0] for r in rows] == sorted((r[0] for r in rows), reverse=True) for rows in batched
+    )
