@@ -392,6 +392,7 @@ def probe_candidates(
 
 
 def newest_article(sql: Statements) -> int:
+    """The id of the newest stored article (0 for none), as `sql`'s transaction sees it."""
     return int(sql.value("SELECT coalesce(max(id), 0) FROM article") or 0)
 
 
