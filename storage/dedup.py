@@ -191,41 +191,37 @@ class DedupLookup:
         self._merged_through: int | None = None
         # (probe's through or None, sorted distinct band keys) -> the stored candidates,
         # ranked ahead (`prefetch`).
-        self._prefetched: dict[
-            tuple[int | None, tuple[int, ...]], list[tuple[int, int, bytes]]
-        ] = {}
-        # Sorted distinct band keys -> the candidates the run's index ranked ahead.
-        self._indexed: dict[tuple[int, ...], list[tuple[int, int, bytes]]] = {}
+        self._ranked: dict[tuple[int | None, tuple[int, ...]], list[tuple[int, int, bytes]]] = {}
 
     def prefetch(self, items: Sequence[PreparedArticle]) -> None:
-        """Rank ahead the stored candidates that the batch's look-ups will query.
+        """Rank ahead, all at once, the stored candidates the batch's look-ups will need.
 
-        The run's index searches its arrays once for the whole batch. On PostgreSQL one
-        statement ranks MANY_CANDIDATES_CHUNK articles instead of one each
-        (`candidates_of_many`); SQLite keeps its query per look-up. The batch's own
-        articles are written (and added to the index) after the loop, so what is stored
-        does not change in between. Call after `preload_hashes`: exact copies need no
-        candidates.
+        The run's index searches its arrays once for the whole batch, and the band tables
+        are queried through `candidates_of_many` (on PostgreSQL one statement instead of
+        one per article). The batch's own articles are written (and added to the index)
+        after the loop, so what is stored does not change in between. Call after
+        `preload_hashes`: exact copies need no candidates.
         """
-        postgresql = self._sql.dialect.name == "postgresql"
-        indexed: dict[tuple[int, ...], None] = {}
         wanted: dict[int | None, dict[tuple[int, ...], None]] = {}  # probe's through -> keys
         for item in items:
-            fp, probe = item.fingerprint, item.probe
+            fp = item.fingerprint
             if not fp.shingle_count or not fp.band_keys or fp.text_hash in self._stored_hashes:
                 continue
-            keys = tuple(sorted(set(fp.band_keys)))
-            if probe is not None and self._index is not None and self._index.covers(probe.through):
-                indexed[keys] = None
-            elif postgresql:
-                wanted.setdefault(None if probe is None else probe.through, {})[keys] = None
-        if indexed and self._index is not None:
-            found = self._index.candidates_of_many(list(indexed), MAX_CANDIDATES)
-            self._indexed.update(zip(indexed, found, strict=True))
+            through = None if item.probe is None else item.probe.through
+            wanted.setdefault(through, {})[tuple(sorted(set(fp.band_keys)))] = None
         for through, key_sets in wanted.items():
-            large = through is None or self._merged_after(through)
-            found = candidates_of_many(self._sql, list(key_sets), after=through, large=large)
-            self._prefetched.update(zip([(through, k) for k in key_sets], found, strict=True))
+            ranked = self._rank(list(key_sets), through)
+            self._ranked.update(zip([(through, keys) for keys in key_sets], ranked, strict=True))
+
+    def _rank(
+        self, key_sets: Sequence[Sequence[int]], through: int | None
+    ) -> list[list[tuple[int, int, bytes]]]:
+        """The stored candidates of each key set: among every stored article, or, after a
+        probe, among those stored after its `through` (in the run's index if it has them)."""
+        if through is not None and self._index is not None and self._index.covers(through):
+            return self._index.candidates_of_many(key_sets, MAX_CANDIDATES)
+        large = through is None or self._merged_after(through)
+        return candidates_of_many(self._sql, key_sets, after=through, large=large)
 
     def _merged_after(self, through: int) -> bool:
         """Whether lsh_band holds bands of articles stored after `through`."""
@@ -291,22 +287,14 @@ class DedupLookup:
     ) -> list[tuple[int, int, bytes]]:
         """(shared bands, article id, signature) of the best-ranked stored candidates."""
         through = None if probe is None else probe.through
-        ahead = self._prefetched.get((through, tuple(keys)))
+        ranked = self._ranked.get((through, tuple(keys)))
+        if ranked is None:  # not ranked ahead (a look-up without `prefetch`)
+            [ranked] = self._rank([keys], through)
         if probe is None:
-            return list(ahead) if ahead is not None else candidates(self._sql, keys)
-        if self._index is not None and self._index.covers(probe.through):
-            ranked = self._indexed.get(tuple(keys))
-            since = (
-                list(ranked) if ranked is not None else self._index.candidates(keys, MAX_CANDIDATES)
-            )
-        elif ahead is not None:
-            since = list(ahead)
-        else:
-            large = self._merged_after(probe.through)
-            since = candidates(self._sql, keys, after=probe.through, large=large)
+            return list(ranked)
         # An article committed while the probe ran can be in both.
-        known = {aid for _, aid, _ in since}
-        return since + [row for row in probe.rows if row[1] not in known]
+        known = {aid for _, aid, _ in ranked}
+        return ranked + [row for row in probe.rows if row[1] not in known]
 
     def add(self, article_id: int, story_id: int, fp: Fingerprint, text: str) -> None:
         """Make an article of this batch findable before it is written."""

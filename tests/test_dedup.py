@@ -238,21 +238,20 @@ def _article_count(engine: Any) -> int:
         return int(conn.execute(text("SELECT count(*) FROM article")).scalar_one())
 
 
-def test_postgresql_ranks_a_batch_of_look_ups_in_one_statement(
-    store: Any, monkeypatch: Any
-) -> None:
+def test_a_batch_ranks_its_look_ups_at_once(store: Any, monkeypatch: Any) -> None:
     import storage.dedup
 
     _, engine = store
-    if engine.dialect.name != "postgresql":
-        pytest.skip("SQLite runs one look-up query per article, in process")
     [original] = ingest(store, "feed:a", ("a1", "Cost-sharing talks resume", STORY)).stored
     [weather] = ingest(store, "feed:z", ("z1", "Weather", WEATHER)).stored
+    ranked: list[int] = []  # key sets per call
+    rank = storage.dedup.candidates_of_many
 
-    def one_query_per_article(*args: Any, **kwargs: Any) -> None:
-        raise AssertionError("a look-up queried on its own")
+    def recorded(sql: Any, key_sets: Any, **kwargs: Any) -> Any:
+        ranked.append(len(key_sets))
+        return rank(sql, key_sets, **kwargs)
 
-    monkeypatch.setattr(storage.dedup, "candidates", one_query_per_article)
+    monkeypatch.setattr(storage.dedup, "candidates_of_many", recorded)
     result = ingest(
         store,
         "feed:b",
@@ -265,13 +264,22 @@ def test_postgresql_ranks_a_batch_of_look_ups_in_one_statement(
         for a in result.stored + result.duplicates
     }
     assert links == {"b1": original, "b2": weather, "b3": None}
+    assert ranked == [3]
     # A probe ranks its batch at once too, and so does ingest for what was stored since.
-    later = COPY.replace("morning", "noon")
-    probed = probe_candidates(engine, _prepared(store, "c1", later))
-    [probe] = [item.probe for item in probed]
-    assert probe is not None and original in [article_id for _, article_id, _ in probe.rows]
-    [copy] = _store_prepared(store, "feed:c", probed).duplicates
-    assert get_article(engine, copy)["duplicate_of"] == original
+    ranked.clear()
+    probed = probe_candidates(
+        engine,
+        _prepared(store, "c1", COPY.replace("morning", "noon"))
+        + _prepared(store, "c2", COPY.replace("morning", "evening")),
+    )
+    assert ranked == [2]
+    assert all(
+        item.probe is not None and original in [aid for _, aid, _ in item.probe.rows]
+        for item in probed
+    )
+    copies = _store_prepared(store, "feed:c", probed).duplicates
+    assert ranked == [2, 2]
+    assert [get_article(engine, c)["duplicate_of"] for c in copies] == [original, original]
 
 
 def test_batched_candidates_rank_like_one_query_each(store: Any, monkeypatch: Any) -> None:
@@ -291,9 +299,22 @@ def test_batched_candidates_rank_like_one_query_each(store: Any, monkeypatch: An
     with session_scope(engine) as session:
         sql = Statements.of(session)
         one_each = [candidates(sql, keys) for keys in key_sets]
+        statements: list[str] = []
+        run = sql.rows
+
+        def counted(query: str, params: Any = ()) -> Any:
+            statements.append(query)
+            return run(query, params)
+
+        monkeypatch.setattr(sql, "rows", counted)
         batched = candidates_of_many(sql, key_sets)
+        in_one = len(statements)
         monkeypatch.setattr(storage.dedup, "MANY_CANDIDATES_CHUNK", 2)
         chunked = candidates_of_many(sql, key_sets)
+    # PostgreSQL: one statement per chunk of key sets; SQLite (in process): one each.
+    postgresql = engine.dialect.name == "postgresql"
+    assert in_one == (1 if postgresql else len(key_sets))
+    assert len(statements) - in_one == (3 if postgresql else len(key_sets))
     assert [sorted(rows) for rows in batched] == [sorted(rows) for rows in one_each]
     assert [sorted(rows) for rows in chunked] == [sorted(rows) for rows in one_each]
     assert all(rows for rows in one_each[:2]) and one_each[-1] == []
