@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from tasks.fingerprint import (
     DEFAULT_PARAMS,
     FingerprintParams,
+    ShingleProfile,
     Similarity,
     _agreement,
     _permutations,
@@ -354,6 +355,42 @@ def test_borderline_estimates_are_settled_on_exact_shingles() -> None:
         # Within the margin the exact similarity decides, whatever the estimate says.
         assert (result is not None) == (exact >= threshold)
         assert loaded and 2 not in loaded[0]
+
+
+def test_a_verified_copy_is_not_profiled_again_as_a_later_candidate(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import tasks.fingerprint as fingerprint_module
+
+    profiled: list[str] = []
+    real = fingerprint_module.shingle_profile
+
+    def counting(text: str, params: FingerprintParams = DEFAULT_PARAMS) -> ShingleProfile:
+        profiled.append(text)
+        return real(text, params)
+
+    monkeypatch.setattr(fingerprint_module, "shingle_profile", counting)
+    fingerprint_module._cached_profile.cache_clear()
+    original, copy, later = STORY, _edit(STORY, 0.3, 1), _edit(STORY, 0.3, 2)
+    texts = {1: original, 2: copy}
+
+    def settle(query: str, candidate: int) -> None:
+        # A threshold at the estimate itself: within the margin, so verified exactly.
+        signature = fingerprint(query).signature
+        other = fingerprint(texts[candidate]).signature
+        [estimate] = similarity_scores(signature, [other])
+        best_match(
+            signature,
+            [(candidate, other)],
+            estimate,
+            text=query,
+            texts_of=lambda ids: {i: texts[i] for i in ids},
+        )
+
+    settle(copy, 1)
+    assert sorted(profiled) == sorted([copy, original])
+    settle(later, 2)  # the copy, verified as a query, is now the stored candidate
+    assert profiled[2:] == [later]
 
 
 _texts = st.lists(
