@@ -373,3 +373,19 @@ def _poll_all_due(cli: Any) -> list[dict[str, Any]]:
     assert result.code == 0, result.err
     reports: list[dict[str, Any]] = result.json()
     return reports
+
+
+def test_preparation_processes_yield_the_cpu_to_the_storing_thread() -> None:
+    import os
+
+    import tasks.polling
+    from tasks.polling import PREPARATION_NICENESS
+
+    matchers: Any = None  # the children are only asked their niceness
+    pool = tasks.polling._preparation_pool(matchers, 2, None)
+    assert pool is not None
+    try:
+        niceness = {pool.submit(os.nice, 0).result() for _ in range(4)}
+    finally:
+        pool.shutdown()
+    assert niceness == {min(19, os.nice(0) + PREPARATION_NICENESS)}
