@@ -14,7 +14,8 @@ and the rest are fresh shingles whose MinHash minimum is sampled directly.
 Queries are copies of stored BBC articles: "light" (1-2% of words replaced, exact
 Jaccard >= 0.8 to the original) and "syndicated" (benchmarks/dedup_quality.py's
 variants). Measured per size: median / p95 time of `storage.dedup.find_original`
-(the real SQL through SQLAlchemy), recall of the original, false candidates per query
+(the real SQL through SQLAlchemy, on an engine with the project's connection settings,
+`storage.engine.create_engine_for`), recall of the original, false candidates per query
 (signatures fetched that are not the original), and bytes per article on disk for the
 index (article_signature + lsh_band pages). datasketch MinHashLSH with the same 32x2
 banding runs on the same signatures in memory and, for the sizes in --redis-sizes, on a
@@ -52,6 +53,7 @@ from sqlalchemy import create_engine  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
 
 from storage.dedup import find_original, near_duplicate_candidates  # noqa: E402
+from storage.engine import create_engine_for  # noqa: E402
 from storage.schema import upgrade  # noqa: E402
 from tasks.fingerprint import (  # noqa: E402
     DEFAULT_PARAMS,
@@ -312,7 +314,8 @@ def run(
             path = Path(tmp) / "store.sqlite"
             build_s, values = build_store(path, size, real, synth)
             disk = index_bytes(path)
-            engine = create_engine(f"sqlite:///{path}")
+            # The project's own connection settings (page cache, WAL, locking).
+            engine = create_engine_for(f"sqlite:///{path}")
             row: dict[str, Any] = {
                 "size": size,
                 "build_s": build_s,
