@@ -7,6 +7,7 @@ error on the feed with a backoff; they never raise.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -325,7 +326,9 @@ PREPARATION_NICENESS = 10
 
 
 def _start_preparation_process() -> None:
-    os.nice(PREPARATION_NICENESS)
+    # Only a priority: where the system refuses it, the process runs as it is.
+    with contextlib.suppress(OSError):
+        os.nice(PREPARATION_NICENESS)
     dispose_engines()
 
 

@@ -389,3 +389,23 @@ def test_preparation_processes_yield_the_cpu_to_the_storing_thread() -> None:
     finally:
         pool.shutdown()
     assert niceness == {min(19, os.nice(0) + PREPARATION_NICENESS)}
+
+
+def test_preparation_processes_run_where_their_priority_cannot_be_lowered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import os
+
+    import tasks.polling
+
+    def refused(increment: int) -> int:
+        raise PermissionError("setpriority refused")
+
+    monkeypatch.setattr(os, "nice", refused)  # forked children inherit the refusal
+    matchers: Any = None
+    pool = tasks.polling._preparation_pool(matchers, 2, None)
+    assert pool is not None
+    try:
+        assert pool.submit(sum, [1, 2]).result(timeout=30) == 3
+    finally:
+        pool.shutdown()
