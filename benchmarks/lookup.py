@@ -2,7 +2,9 @@
 
     python benchmarks/lookup.py [--corpora PATH] [--sizes 10000,100000,1000000]
                                 [--redis-sizes 10000] [--queries 400]
-                                [--json benchmarks/results/lookup.json]
+                                [--json benchmarks/results/lookup.json] [--quick]
+
+``--quick`` measures 10k and 100k only: the 1M store alone takes 10-15 minutes to build.
 
 For each size N a SQLite file store is created with the project's migrations and filled
 (executemany) with N fingerprints: the 2,225 real BBC articles plus synthetic ones. The
@@ -404,8 +406,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--redis-sizes", default="10000")
     parser.add_argument("--queries", type=int, default=400)
     parser.add_argument("--json", type=Path, default=None, help="write the result here")
+    parser.add_argument("--quick", action="store_true", help="sizes 10000,100000 only")
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",") if s]
+    if args.quick:
+        sizes = [size for size in sizes if size <= 100_000]
     redis_sizes = [int(s) for s in args.redis_sizes.split(",") if s]
     result = run(args.corpora, sizes, redis_sizes, args.queries)
     if args.json:
