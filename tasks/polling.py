@@ -320,8 +320,10 @@ def _preparation_pool(
 # The preparation processes run this much nicer than the poll: the storing thread is the
 # slowest stage, and when the cores are busy it should get one before they do. They
 # still keep ahead of it (a 1,000 x 50 poll stored in more, smaller groups). In-process
-# 1,000 x 50 polls (benchmarks/ingest.py's harness), five runs each, interleaved:
-# 29.2 s on average without, 26.3 s with; 5 and 19 measured no better than 10.
+# 1,000 x 50 polls (benchmarks/ingest.py's harness), five runs each, interleaved: 29.2 s
+# on average without, 26.3 s with, the storing thread's wait for a core ~3 s -> < 1 s;
+# 5 and 19 measured no better than 10. The gain is within the drift of a whole run of
+# the benchmark, whose ratio to reader did not move visibly in two pairs.
 PREPARATION_NICENESS = 10
 
 
