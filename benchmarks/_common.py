@@ -33,6 +33,7 @@ import os
 import platform
 import random
 import re
+import resource
 import socket
 import sys
 from collections.abc import Iterator, Sequence
@@ -234,6 +235,10 @@ class FeedServer:
         """The URL of a served file."""
         return f"http://127.0.0.1:{self.port}/{name}"
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) the server process has used so far."""
+        return process_cpu_seconds(self._proc.pid or 0)
+
     def close(self) -> None:
         """Stop the server process."""
         self._proc.terminate()
@@ -244,6 +249,28 @@ class FeedServer:
 
     def __exit__(self, *_: object) -> None:
         self.close()
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a running process has used so far (Linux /proc), else 0."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            # Fields 14 and 15, counted after the parenthesised command name.
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(*, own: bool = True) -> float:
+    """CPU time (user + system) of this process's threads (unless not `own`), plus that of
+    its child processes waited for so far (and of theirs, waited for by them)."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    total = children.ru_utime + children.ru_stime
+    if own:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        total += usage.ru_utime + usage.ru_stime
+    return total
 
 
 def free_port() -> int:

@@ -24,6 +24,10 @@ processes are separate processes, not counted). ``--no-cli`` skips those runs.
 newswatch does more than reader per entry: normalize, exact and near-duplicate look-up,
 topic tagging, rule matching, alerts; reader fetches, parses and stores. The ratio is
 newswatch time / reader time in this run (goal <= 1.0).
+Beside wall time, each run reports its CPU time: user + system time of all its processes
+(newswatch's preparation processes included), the feed server's apart, printed on its own
+per run. It says what a system would cost on cores of its own, and divided by this
+machine's cores, the least wall time it could take here.
 
 newswatch's store is SQLite by default; ``--database postgresql`` runs it on a throwaway
 PostgreSQL cluster (``tests/servers.py``), ``both`` on each in turn. reader stays on SQLite.
@@ -51,6 +55,7 @@ from benchmarks._common import (
     DEFAULT_CORPORA,
     FeedServer,
     backends,
+    cpu_seconds,
     database_server,
     database_url,
     load_bbc,
@@ -118,16 +123,17 @@ def newswatch_inprocess(
     tune_garbage_collector()  # as `newswatch poll` does
 
     settings, engine = _newswatch_store(data_dir, urls, db_url)
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), cpu_seconds()
     reports, _ = poll_now(settings, engine, [])
-    first = time.perf_counter() - t0
-    out: dict[str, Any] = {"seconds": first, "feeds": len(reports), **_counts(engine)}
-    out["entries"] = sum(r.entries for r in reports)
+    first, cpu = time.perf_counter() - t0, cpu_seconds() - cpu0
+    out: dict[str, Any] = {"seconds": first, "cpu_seconds": cpu, "feeds": len(reports)}
+    out.update(_counts(engine), entries=sum(r.entries for r in reports))
     if unchanged:
         _make_due(engine)
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), cpu_seconds()
         reports, _ = poll_now(settings, engine, [])
         out["unchanged_seconds"] = time.perf_counter() - t0
+        out["unchanged_cpu_seconds"] = cpu_seconds() - cpu0
         out["unchanged_statuses"] = sorted({str(r.status) for r in reports})
     engine.dispose()
     return out
@@ -157,16 +163,16 @@ def newswatch_cli(data_dir: Path, urls: list[str], db_url: str) -> dict[str, Any
     subprocess.run([exe, "init"], **run)  # type: ignore[call-overload]
     subprocess.run([exe, "feeds", "import", str(opml)], **run)  # type: ignore[call-overload]
     subprocess.run([exe, "rules", "add", RULE_NAME, "--query", RULE_QUERY], **run)  # type: ignore[call-overload]
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), cpu_seconds(own=False)
     poll = subprocess.Popen([exe, "poll", "--format", "json"], env=env, stdout=subprocess.DEVNULL)
     peak = None
     while poll.poll() is None:
         peak = max(peak or 0.0, peak_rss_mb(poll.pid) or 0.0)
         time.sleep(0.05)
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, cpu_seconds(own=False) - cpu0
     if poll.returncode != 0:
         raise SystemExit(f"newswatch poll failed with exit code {poll.returncode}")
-    return {"seconds": seconds, "peak_rss_mb": round(peak, 1) if peak else None}
+    return {"seconds": seconds, "cpu_seconds": cpu, "peak_rss_mb": round(peak, 1) if peak else None}
 
 
 def reader_run(path: Path, urls: list[str], unchanged: bool, workers: int = 4) -> dict[str, Any]:
@@ -176,22 +182,52 @@ def reader_run(path: Path, urls: list[str], unchanged: bool, workers: int = 4) -
     reader = make_reader(str(path))
     for url in urls:
         reader.add_feed(url)
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), cpu_seconds()
     reader.update_feeds(workers=workers, scheduled=False)
-    out: dict[str, Any] = {"seconds": time.perf_counter() - t0}
+    out: dict[str, Any] = {"seconds": time.perf_counter() - t0, "cpu_seconds": cpu_seconds() - cpu0}
     out["entries"] = reader.get_entry_counts().total
     if unchanged:
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), cpu_seconds()
         reader.update_feeds(workers=workers, scheduled=False)
         out["unchanged_seconds"] = time.perf_counter() - t0
+        out["unchanged_cpu_seconds"] = cpu_seconds() - cpu0
     reader.close()
     return out
 
 
-def _timed(label: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+def _figures(
+    run: dict[str, Any], reader: dict[str, Any], entries: int | None, prefix: str = ""
+) -> tuple[Any, ...]:
+    """Table cells of one run: seconds, entries/s, ratio vs reader, CPU s, CPU ratio.
+
+    CPU is user + system time of every process of the system (newswatch's preparation
+    processes included), the feed server's apart: what it would cost on a machine of its
+    own, and, divided by the cores, the least wall time it could take on this one.
+    """
+    seconds, cpu = run[f"{prefix}seconds"], run.get(f"{prefix}cpu_seconds")
+    rate = entries / seconds if entries else None
+    cpu_ratio = cpu / reader[f"{prefix}cpu_seconds"] if cpu is not None else None
+    return seconds, rate, seconds / reader[f"{prefix}seconds"], cpu, cpu_ratio
+
+
+def _server_share(result: dict[str, Any]) -> str:
+    """How much CPU the feed server, on the same cores, took during each system's run."""
+    runs = [("reader", result["reader"])]
+    for db, nw in result["newswatch_by_database"].items():
+        runs.append((f"newswatch ({db})", nw))
+        if "cli" in nw:
+            runs.append((f"newswatch CLI ({db})", nw["cli"]))
+    shares = ", ".join(f"{name} {run['server_cpu_seconds']:.1f} s" for name, run in runs)
+    return f"feed server CPU during each system's passes: {shares}"
+
+
+def _timed(label: str, server: FeedServer, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Run one timed system; adds the CPU time the feed server spent meanwhile."""
     print(f"  {label} ...", end="", flush=True)
+    served = server.cpu_seconds()
     result = fn()
-    print(f" {result['seconds']:.2f} s", flush=True)
+    result["server_cpu_seconds"] = server.cpu_seconds() - served
+    print(f" {result['seconds']:.2f} s, {result['cpu_seconds']:.1f} CPU s", flush=True)
     return result
 
 
@@ -223,6 +259,7 @@ def scenario(
             db_url = database_url(db, data_dir, pg_url, f"ingest_{name.lower()}")
             by_db[db] = _timed(
                 f"newswatch poll (in-process, {db})",
+                server,
                 partial(newswatch_inprocess, data_dir, urls, unchanged, db_url),
             )
             by_db[db]["database"] = db
@@ -231,10 +268,12 @@ def scenario(
                 cli_url = database_url(db, cli_dir, pg_url, f"ingest_cli_{name.lower()}")
                 by_db[db]["cli"] = _timed(
                     f"newswatch poll (CLI subprocess, {db})",
+                    server,
                     partial(newswatch_cli, cli_dir, urls, cli_url),
                 )
         rd = _timed(
             "reader update_feeds(workers=4)",
+            server,
             lambda: reader_run(tmp / f"{name}.sqlite", urls, unchanged),
         )
     for nw in by_db.values():
@@ -327,31 +366,24 @@ def main(argv: list[str] | None = None) -> int:
         rd = r["reader"]
         label = f"{key}: {r['feeds']}x{r['entries_per_feed']} new"
         for db, nw in r["newswatch_by_database"].items():
-            rows.append(
-                (label, f"newswatch poll ({db})", nw["seconds"], n / nw["seconds"], nw["ratio"])
-            )
+            system = f"newswatch poll ({db})"
+            rows.append((label, system, *_figures(nw, rd, n)))
             if "cli" in nw:
-                s = nw["cli"]["seconds"]
-                rows.append((label, f"newswatch poll CLI ({db})", s, n / s, nw["ratio_cli"]))
+                rows.append((label, f"newswatch poll CLI ({db})", *_figures(nw["cli"], rd, n)))
                 memory.append(
                     f"{key}: `newswatch poll` ({db}) peak RSS {nw['cli']['peak_rss_mb']} MB"
                 )
-        rows.append((label, "reader (sqlite)", rd["seconds"], n / rd["seconds"], 1.0))
+        rows.append((label, "reader (sqlite)", *_figures(rd, rd, n)))
         if "unchanged_seconds" in rd:
             label = f"{key}: {r['feeds']} feeds unchanged (304)"
             for db, nw in r["newswatch_by_database"].items():
                 rows.append(
-                    (
-                        label,
-                        f"newswatch poll ({db})",
-                        nw["unchanged_seconds"],
-                        None,
-                        nw["unchanged_ratio"],
-                    )
+                    (label, f"newswatch poll ({db})", *_figures(nw, rd, None, "unchanged_"))
                 )
-            rows.append((label, "reader (sqlite)", rd["unchanged_seconds"], None, 1.0))
+            rows.append((label, "reader (sqlite)", *_figures(rd, rd, None, "unchanged_")))
     print()
-    print(table(["scenario", "system (store)", "seconds", "entries/s", "ratio vs reader"], rows))
+    headers = ["scenario", "system (store)", "seconds", "entries/s", "ratio vs reader"]
+    print(table([*headers, "CPU s", "CPU vs reader"], rows))
     for key in ("A", "B"):
         if key in results:
             for db, nw in results[key]["newswatch_by_database"].items():
@@ -361,6 +393,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"{nw['alerts']} alerts, {nw['feed_errors']} feed errors"
                 )
             print(f"{key}: reader stored {results[key]['reader']['entries']} entries")
+            print(f"{key}: {_server_share(results[key])}")
     print("\n".join(memory))
     print("goals: A ratio <= 1.0; B new <= 10 s; B unchanged <= 1 s")
     write_json(args.json, results)
