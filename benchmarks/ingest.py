@@ -27,7 +27,8 @@ newswatch time / reader time in this run (goal <= 1.0).
 Beside wall time, each run reports its CPU time: user + system time of all its processes
 (newswatch's preparation processes included), the feed server's apart, printed on its own
 per run. It says what a system would cost on cores of its own, and divided by this
-machine's cores, the least wall time it could take here.
+machine's cores, the least wall time it could take here. (A PostgreSQL server's CPU is not
+counted: compare CPU on SQLite.)
 
 newswatch's store is SQLite by default; ``--database postgresql`` runs it on a throwaway
 PostgreSQL cluster (``tests/servers.py``), ``both`` on each in turn. reader stays on SQLite.
