@@ -8,6 +8,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -240,12 +241,25 @@ def _feed_handler(server_state: FeedServer) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+class _HTTPServer(ThreadingHTTPServer):
+    """A threading HTTP server that stays quiet when a client hangs up mid-answer.
+
+    Fault scenarios kill workers in the middle of a fetch on purpose; the default
+    `handle_error` printed a traceback for each of those broken pipes.
+    """
+
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 @contextmanager
 def feed_server() -> Iterator[FeedServer]:
     """Serve a `FeedServer`'s documents on a free loopback port in a background thread."""
     state = FeedServer()
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _feed_handler(state))
-    httpd.daemon_threads = True
+    httpd = _HTTPServer(("127.0.0.1", 0), _feed_handler(state))
     state.port = httpd.server_address[1]
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
