@@ -210,10 +210,15 @@ def _figures(
     processes included), the feed server's apart: what it would cost on a machine of its
     own, and, divided by the cores, the least wall time it could take on this one.
     """
-    seconds, cpu = run[f"{prefix}seconds"], run.get(f"{prefix}cpu_seconds")
+    seconds, cpu = run[f"{prefix}seconds"], run[f"{prefix}cpu_seconds"]
     rate = entries / seconds if entries else None
-    cpu_ratio = cpu / reader[f"{prefix}cpu_seconds"] if cpu is not None else None
-    return seconds, rate, seconds / reader[f"{prefix}seconds"], cpu, cpu_ratio
+    return (
+        seconds,
+        rate,
+        seconds / reader[f"{prefix}seconds"],
+        cpu,
+        cpu / reader[f"{prefix}cpu_seconds"],
+    )
 
 
 def _server_share(result: dict[str, Any]) -> str:
@@ -372,8 +377,7 @@ def main(argv: list[str] | None = None) -> int:
         rd = r["reader"]
         label = f"{key}: {r['feeds']}x{r['entries_per_feed']} new"
         for db, nw in r["newswatch_by_database"].items():
-            system = f"newswatch poll ({db})"
-            rows.append((label, system, *_figures(nw, rd, n)))
+            rows.append((label, f"newswatch poll ({db})", *_figures(nw, rd, n)))
             if "cli" in nw:
                 rows.append((label, f"newswatch poll CLI ({db})", *_figures(nw["cli"], rd, n)))
                 memory.append(
