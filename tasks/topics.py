@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeGuard
 
-import ahocorasick
+import ahocorasick_rs
 
 from tasks.models import TopicTag
 from tasks.query import fold_text
@@ -211,13 +211,10 @@ class TopicTagger:
                 add(fold_text(phrase).strip(), (index, phrase, weight))
             for exclusion in topic.exclusions:
                 add(fold_text(exclusion).strip(), (index, exclusion, None))
-        self._automaton: ahocorasick.Automaton | None = None
+        self._automaton: ahocorasick_rs.AhoCorasick | None = None
         if ids:
-            automaton = ahocorasick.Automaton()
-            for key, phrase_id in ids.items():
-                automaton.add_word(f" {key} ", phrase_id)
-            automaton.make_automaton()
-            self._automaton = automaton
+            # Pattern i is phrase id i.
+            self._automaton = ahocorasick_rs.AhoCorasick([f" {key} " for key in ids])
 
     def _count(self, title: str, text: str) -> dict[int, int]:
         """Occurrences of each phrase id in the folded title and text (one pass).
@@ -227,7 +224,10 @@ class TopicTagger:
         """
         counts: dict[int, int] = {}
         if self._automaton is not None:
-            for _, phrase_id in self._automaton.iter(fold_article(title, text).joined):
+            joined = fold_article(title, text).joined
+            for phrase_id, _, _ in self._automaton.find_matches_as_indexes(
+                joined, overlapping=True
+            ):
                 counts[phrase_id] = counts.get(phrase_id, 0) + 1
         return counts
 
