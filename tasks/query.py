@@ -92,6 +92,7 @@ _ACRONYM_HINT_RE = re.compile(r"\.[^\W\d_](?![^\W_])")
 # separator table never produces), so offsets are preserved until the final fold.
 ACRONYM_JOINER = "\x00"
 _QUERY_SPECIAL = frozenset('()"')
+_SPACE_RUN_RE = re.compile("  +")
 
 
 def _is_acronym(word: str) -> bool:
@@ -155,11 +156,13 @@ def fold_text_and_blanked(text: str) -> tuple[str, str | None]:
 
 
 def _collapse(spaced: str) -> str:
-    """The folded form of a `blank_separators` result: one space per run, padded."""
-    folded = " ".join(spaced.split())
-    if ACRONYM_JOINER in folded:
-        folded = folded.replace(ACRONYM_JOINER, "")
-    return f" {folded} " if folded else " "
+    """The folded form of a `blank_separators` result: one space per run, padded.
+
+    In such a result " " is the only whitespace, so this is ``" ".join(spaced.split())``
+    padded, without splitting the text into words: 11 against 16 us for a BBC article.
+    """
+    folded = _SPACE_RUN_RE.sub(" ", f" {spaced} ")
+    return folded.replace(ACRONYM_JOINER, "") if ACRONYM_JOINER in folded else folded
 
 
 def word_span(
