@@ -204,12 +204,8 @@ def reader_run(path: Path, urls: list[str], unchanged: bool, workers: int = 4) -
 def _figures(
     run: dict[str, Any], reader: dict[str, Any], entries: int | None, prefix: str = ""
 ) -> tuple[Any, ...]:
-    """Table cells of one run: seconds, entries/s, ratio vs reader, CPU s, CPU ratio.
-
-    CPU is user + system time of every process of the system (newswatch's preparation
-    processes included), the feed server's apart: what it would cost on a machine of its
-    own, and, divided by the cores, the least wall time it could take on this one.
-    """
+    """Table cells of one run: seconds, entries/s, ratio vs reader, CPU s, CPU ratio
+    (CPU time as the module docstring defines it)."""
     seconds, cpu = run[f"{prefix}seconds"], run[f"{prefix}cpu_seconds"]
     rate = entries / seconds if entries else None
     return (
