@@ -13,9 +13,9 @@ parse (`tasks.parse.parse_feed`) -> normalize (`normalize_entry`) -> fingerprint
 tag (`TopicTagger`) -> match (`CompiledRules`, 1,000 rules) -> dedup look-up
 (`storage.dedup.DedupLookup.find` and `prefetch`, timed inside `ingest`, plus the
 probe before it) -> store (the rest of `ingest`). Look-ups run as in `newswatch poll`:
-articles stored by the run are found in its in-memory `storage.runindex.RunIndex`; once
-more, on a fresh store, with the ranked SQL query for every article, as a Celery task
-stores a feed.
+articles not merged into lsh_band (all of them below 10,000) are found in the process's
+in-memory `storage.recentindex.RecentIndex`; once more, on a fresh store, as a Celery task
+stores a feed: no probe, ingest syncs the index itself.
 SQLite's full-text index is written off the ingest path (`storage.search`); its cost is
 timed separately, once for all stored articles, and printed beside the stages.
 newswatch runs with the garbage-collector thresholds its worker and CLI set
@@ -191,8 +191,8 @@ def run_newswatch(
     `url` is an empty database (a SQLite file, or a fresh PostgreSQL database).
     The collector runs as in a worker (`worker.gcpolicy`), or with CPython's default
     thresholds if `default_gc`. Look-ups run as in `newswatch poll` (a probe of what
-    was stored before the run, then the run's in-memory `RunIndex`), or with
-    `run_index=False` as a task does alone: the ranked SQL query for every article.
+    was in lsh_band before the run, then the in-memory `RecentIndex`), or with
+    `run_index=False` as a task does alone: no probe, ingest syncs the index.
     """
     thresholds = gc.get_threshold()
     try:
@@ -210,7 +210,7 @@ def _run_newswatch(
 ) -> dict[str, Any]:
     import storage.dedup as dedup_mod
     from storage.articles import PreparedArticle, ingest
-    from storage.dedup import probe_candidates, start_run_index
+    from storage.dedup import probe_candidates, start_recent_index
     from storage.engine import get_engine
     from storage.rules import add_rule
     from storage.schema import upgrade
@@ -253,7 +253,7 @@ def _run_newswatch(
     stored = duplicates = alerts = entries = 0
     clock = time.perf_counter
     t_start = clock()
-    index = start_run_index(engine) if run_index else None
+    index = start_recent_index(engine) if run_index else None
     probing = 0.0  # part of the look-up stage
     mark_t, mark_n, mark_l = t_start, 0, 0
     try:

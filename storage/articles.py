@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
-from itertools import repeat
 from typing import Any
 
 from sqlalchemy import Engine
@@ -22,9 +21,11 @@ from sqlalchemy.orm import Session
 from storage.dedup import (
     DedupLookup,
     Probe,
-    load_run_index,
-    merge_recent_bands,
+    merge_band_log,
     newest_article,
+    pack_band_keys,
+    recent_index,
+    sync_recent_index,
 )
 from storage.engine import lock_for_ingest, session_scope
 from storage.models import (
@@ -32,11 +33,10 @@ from storage.models import (
     Article,
     ArticleSignature,
     ArticleTopic,
-    LshBand,
-    RecentLshBand,
+    LshBandLog,
     utcnow,
 )
-from storage.runindex import RunIndex
+from storage.recentindex import RecentIndex
 from storage.statements import Statements
 from tasks.fingerprint import Fingerprint
 from tasks.models import Article as ArticleData
@@ -123,7 +123,7 @@ def ingest(
     items: Sequence[PreparedArticle],
     threshold: float,
     session: Session | None = None,
-    index: RunIndex | None = None,
+    index: RecentIndex | None = None,
 ) -> IngestResult:
     """Store a batch: skip entries already seen, link duplicates, tag, create alerts.
 
@@ -133,23 +133,31 @@ def ingest(
     Runs in the given session's transaction, or in its own.
 
     Per batch, not per article: one query for guids and URLs already stored, one for
-    exact copies, then one ranked band query per article (`DedupLookup`; on
-    PostgreSQL one for the batch), and one executemany (COPY) per table at the end.
-    Articles of the batch are looked up in memory, so a copy later in the same batch
-    still finds its original. Given the run's `index`, the stored articles are added
-    to it; the caller invalidates it if the transaction is not committed.
+    exact copies, one ranked query over lsh_band per article without a probe
+    (`DedupLookup`; on PostgreSQL one for the batch), and one executemany (COPY) per
+    table at the end. The articles not merged into lsh_band yet are looked up in this
+    process's `RecentIndex` (or the given `index`), synced first, and the batch's own
+    articles in memory, so a copy later in the same batch still finds its original.
+    The stored articles are added to the index; the caller invalidates it if the
+    transaction is not committed.
     """
+    if index is None:
+        index = recent_index(engine)
     if session is None:
-        with session_scope(engine) as own:
-            return ingest(
-                engine,
-                origin=origin,
-                feed_id=feed_id,
-                items=items,
-                threshold=threshold,
-                session=own,
-                index=index,
-            )
+        try:
+            with session_scope(engine) as own:
+                return ingest(
+                    engine,
+                    origin=origin,
+                    feed_id=feed_id,
+                    items=items,
+                    threshold=threshold,
+                    session=own,
+                    index=index,
+                )
+        except BaseException:
+            index.invalidate()  # it may hold articles that were rolled back
+            raise
     result = IngestResult()
     if not items:
         return result
@@ -159,18 +167,29 @@ def ingest(
     result.skipped = len(items) - len(fresh)
     if not fresh:
         return result
+    with index.lock:
+        sync_recent_index(sql, index)
+        return _store(sql, origin, feed_id, fresh, threshold, index, result)
+
+
+def _store(
+    sql: Statements,
+    origin: str,
+    feed_id: int | None,
+    fresh: list[PreparedArticle],
+    threshold: float,
+    index: RecentIndex,
+    result: IngestResult,
+) -> IngestResult:
+    """`ingest`'s work on the articles not stored yet, under the lock, the index synced."""
     rules = _rules(sql)
-    if index is not None:
-        if not index.loaded:
-            load_run_index(sql, index)
-        index.check(newest_article(sql))
     lookup = DedupLookup(sql, threshold, index)
     lookup.preload_hashes([item.fingerprint.text_hash for item in fresh])
     lookup.prefetch(fresh)
     now = utcnow()
     article_rows: list[tuple[Any, ...]] = []
     signature_rows: list[tuple[int, bytes]] = []
-    band_rows: list[tuple[int, int]] = []
+    log_rows: list[tuple[int, bytes]] = []
     tag_rows: list[tuple[Any, ...]] = []
     placed: list[tuple[PreparedArticle, int, int]] = []  # item, article id, story id
     for item, article_id in zip(fresh, _reserve_article_ids(sql, len(fresh)), strict=True):
@@ -202,23 +221,19 @@ def ingest(
         )
         signature_rows.append((article_id, fp.signature))
         if fp.shingle_count:
-            band_rows.extend(zip(set(fp.band_keys), repeat(article_id)))
+            log_rows.append((article_id, pack_band_keys(fp.band_keys)))
         tag_rows.extend((article_id, t.slug, t.score, list(t.phrases)) for t in item.tags)
         placed.append((item, article_id, story_id))
         (result.duplicates if original else result.stored).append(article_id)
-    if index is not None:
-        for item, article_id, _ in placed:
-            fp = item.fingerprint
-            index.add(article_id, fp.band_keys if fp.shingle_count else (), fp.signature)
+    for item, article_id, _ in placed:
+        fp = item.fingerprint
+        index.add(article_id, fp.band_keys if fp.shingle_count else (), fp.signature)
     tables = _tables()
     sql.insert_many(tables["article"], _ARTICLE_COLUMNS, article_rows)
     sql.insert_many(tables["article_signature"], ("article_id", "signature"), signature_rows)
-    if band_rows:
-        # In key order, each insert lands next to the previous one in the B-tree instead
-        # of on a random page: 47 -> 34 us per article for 40 rows (benchmarks/pipeline.py).
-        band_rows.sort()
-        sql.insert_many(tables["lsh_band_recent"], ("key", "article_id"), band_rows)
-        merge_recent_bands(sql, newest=placed[-1][1])
+    if log_rows:
+        sql.insert_many(tables["lsh_band_log"], ("article_id", "keys"), log_rows)
+    merge_band_log(sql, newest=placed[-1][1])
     sql.insert_many(tables["article_topic"], ("article_id", "slug", "score", "phrases"), tag_rows)
     alert_rows = _alert_rows(placed, rules, now)
     if alert_rows:
@@ -315,8 +330,7 @@ def _tables() -> dict[str, Any]:
     models: tuple[Any, ...] = (
         Article,
         ArticleSignature,
-        LshBand,
-        RecentLshBand,
+        LshBandLog,
         ArticleTopic,
         Alert,
     )

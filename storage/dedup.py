@@ -1,25 +1,28 @@
 """Near-duplicate look-ups: which stored article, if any, a new one copies.
 
 The stored side of the MinHash LSH index (`tasks.fingerprint` computes the band keys):
-ranked candidate queries over the band tables (`candidates`, `candidates_of_many`),
-look-ups made before the ingest lock (`probe_candidates`), the in-memory index of a
-long run's own articles (`start_run_index`), the moves of new bands into the large
-table (`merge_recent_bands`), and `DedupLookup`, which `storage.articles.ingest` asks
-for each article of a batch.
+ranked candidate queries over `lsh_band` (`candidates`, `candidates_of_many`), look-ups
+made before the ingest lock (`probe_candidates`), the in-memory index of the articles
+not merged into it yet (`recent_index`, `sync_recent_index`), the moves of their keys
+from `lsh_band_log` into `lsh_band` (`merge_band_log`), and `DedupLookup`, which
+`storage.articles.ingest` asks for each article of a batch.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
+import numpy as np
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from storage.runindex import RunIndex
+from storage.models import LshBand
+from storage.recentindex import RecentIndex
 from storage.statements import Statements
 from tasks.fingerprint import Fingerprint, best_match
 
@@ -37,8 +40,9 @@ class Probe:
     """Near-duplicate candidates looked up before the ingest lock (`probe_candidates`).
 
     `rows` are (shared bands, article id, signature) of the best-ranked stored articles
-    sharing a band, among those up to article id `through` at least. Ingest then looks
-    only at the articles stored after `through` (`DedupLookup.find`).
+    sharing a band, among those up to article id `through` (the newest merged into
+    `lsh_band` then). Ingest then looks only at the articles stored after `through`
+    (`DedupLookup.find`), in memory (`RecentIndex`).
     """
 
     through: int
@@ -70,17 +74,15 @@ _MANY_CANDIDATES_SQL = (
 
 
 def _bands_sql(
-    where: str, params: list[Any], after: int | None, upto: int | None, large: bool
+    where: str, params: list[Any], after: int | None, upto: int | None
 ) -> tuple[str, list[Any]]:
-    """The band rows matching `where` in both band tables (or the recent one only, when
-    not `large`), of the articles after `after` and up to `upto` if given."""
+    """The rows of lsh_band matching `where`, of the articles after `after` and up to
+    `upto` if given."""
     if after is not None:
         where, params = f"{where} AND article_id > ?", [*params, after]
     if upto is not None:
         where, params = f"{where} AND article_id <= ?", [*params, upto]
-    tables = ("lsh_band", "lsh_band_recent") if large else ("lsh_band_recent",)
-    bands = " UNION ALL ".join(f"SELECT article_id FROM {t} WHERE {where}" for t in tables)
-    return bands, params * len(tables)
+    return f"SELECT article_id FROM lsh_band WHERE {where}", params
 
 
 # Key sets ranked per statement by `candidates_of_many`, at most.
@@ -102,16 +104,14 @@ def candidates(
     *,
     after: int | None = None,
     upto: int | None = None,
-    large: bool = True,
 ) -> list[tuple[int, int, bytes]]:
-    """(shared bands, article_id, signature) of the top-ranked stored articles.
+    """(shared bands, article_id, signature) of the top-ranked articles in lsh_band.
 
-    With `after` (`upto`), among the articles with a greater (no greater) id only;
-    `large=False` leaves lsh_band out, for when none of those was merged into it.
-    That probe of the large table is most of a look-up, and what a `Probe` saves the
-    ingest lock.
+    With `after` (`upto`), among the articles with a greater (no greater) id only.
+    This query of the large table is most of a look-up, and what a `Probe` saves the
+    ingest lock. The articles not merged yet are in the `RecentIndex`.
     """
-    bands, params = _bands_sql(*sql.among("key", keys), after, upto, large)
+    bands, params = _bands_sql(*sql.among("key", keys), after, upto)
     query = _CANDIDATES_SQL.format(bands=bands, limit=MAX_CANDIDATES)
     rows = sql.rows(query, params)
     return [(int(r[1]), int(r[0]), bytes(r[2])) for r in rows if r[2] is not None]
@@ -123,7 +123,6 @@ def candidates_of_many(
     *,
     after: int | None = None,
     upto: int | None = None,
-    large: bool = True,
 ) -> list[list[tuple[int, int, bytes]]]:
     """`candidates(keys, ...)` of each of `key_sets`: on PostgreSQL one statement per
     MANY_CANDIDATES_CHUNK of them.
@@ -134,7 +133,7 @@ def candidates_of_many(
     runs in-process: one query per key set costs no round trip.
     """
     if sql.qmark:
-        return [candidates(sql, k, after=after, upto=upto, large=large) for k in key_sets]
+        return [candidates(sql, k, after=after, upto=upto) for k in key_sets]
     if len(key_sets) > MANY_CANDIDATES_CHUNK:
         return [
             rows
@@ -144,7 +143,6 @@ def candidates_of_many(
                 key_sets[start : start + MANY_CANDIDATES_CHUNK],
                 after=after,
                 upto=upto,
-                large=large,
             )
         ]
     found: list[list[tuple[int, int, bytes]]] = [[] for _ in key_sets]
@@ -154,7 +152,7 @@ def candidates_of_many(
     # type per element, ~6 ms for a 50-article batch's 4,000 numbers.
     numbers = _array_literal(i for i, keys in enumerate(key_sets) for _ in keys)
     keys = _array_literal(key for keys in key_sets for key in keys)
-    bands, params = _bands_sql("key = ANY(q.keys)", [], after, upto, large)
+    bands, params = _bands_sql("key = ANY(q.keys)", [], after, upto)
     query = _MANY_CANDIDATES_SQL.format(bands=bands, limit=MAX_CANDIDATES)
     for i, article_id, shared, signature in sql.rows(query, [numbers, keys, *params]):
         if signature is not None:
@@ -164,21 +162,35 @@ def candidates_of_many(
     return found
 
 
-# Bands of at most about this many articles wait in lsh_band_recent (40 rows each)
-# before they are merged into lsh_band (migration 0004). With one commit per feed of
-# 50 entries, storing a band cost ~3.5x less at 50,000 stored articles than writing
-# straight into lsh_band; merging every 1,250 articles measured about the same.
-RECENT_BAND_ARTICLES = 2500
+# Articles whose keys wait in lsh_band_log (and in memory, `RecentIndex`) before ingest
+# moves them into lsh_band, at most about. Each move rewrites most pages of lsh_band,
+# while waiting rows cost a commit nothing more: in a 1,000 x 50 poll, storing took
+# 11.8 s with moves every 2,500 articles into a key-ordered recent table, 10.0 s with the
+# log moved every 10,000, 9.1 s every 25,000 (one move, of 1M rows, at ~1.5 s under the
+# lock). Each process holds the waiting articles in memory, ~1.3 KB each.
+RECENT_BAND_ARTICLES = 10_000
+
+
+def pack_band_keys(keys: Iterable[int]) -> bytes:
+    """An article's distinct band keys as stored in lsh_band_log (int64, ascending)."""
+    return np.array(sorted(set(keys)), dtype="<i8").tobytes()
+
+
+def unpack_band_keys(packed: bytes) -> list[int]:
+    """The keys `pack_band_keys` packed."""
+    return np.frombuffer(packed, dtype="<i8").tolist()
 
 
 class DedupLookup:
     """Finds the story a fingerprint duplicates, in the store and in the current batch.
 
-    The batch's own articles are written once, after the loop, so a copy later in
-    the same batch is found here in memory instead of in the tables.
+    The stored articles are in lsh_band up to the `index`'s start, and in the `index`
+    after it (synced under the ingest lock, `sync_recent_index`). The batch's own
+    articles are written once, after the loop, so a copy later in the same batch is
+    found here in memory instead of in the tables.
     """
 
-    def __init__(self, sql: Statements, threshold: float, index: RunIndex | None = None) -> None:
+    def __init__(self, sql: Statements, threshold: float, index: RecentIndex) -> None:
         self._sql = sql
         self._threshold = threshold
         self._index = index
@@ -188,7 +200,6 @@ class DedupLookup:
         self._band_owner: dict[int, int] = {}
         self._more_bands: dict[int, list[int]] = {}
         self._batch: dict[int, tuple[bytes, int, str]] = {}  # id -> (signature, story, text)
-        self._merged_through: int | None = None
         # (probe's through or None, sorted distinct band keys) -> the stored candidates,
         # ranked ahead (`prefetch`).
         self._ranked: dict[tuple[int | None, tuple[int, ...]], list[tuple[int, int, bytes]]] = {}
@@ -196,10 +207,10 @@ class DedupLookup:
     def prefetch(self, items: Sequence[PreparedArticle]) -> None:
         """Rank ahead, all at once, the stored candidates the batch's look-ups will need.
 
-        The run's index searches its arrays once for the whole batch, and the band tables
-        are queried through `candidates_of_many` (on PostgreSQL one statement instead of
-        one per article). The batch's own articles are written (and added to the index)
-        after the loop, so what is stored does not change in between. Call after
+        The index searches its arrays once for the whole batch, and lsh_band is queried
+        through `candidates_of_many` (on PostgreSQL one statement instead of one per
+        article). The batch's own articles are written (and added to the index) after
+        the loop, so what is stored does not change in between. Call after
         `preload_hashes`: exact copies need no candidates.
         """
         wanted: dict[int | None, dict[tuple[int, ...], None]] = {}  # probe's through -> keys
@@ -216,18 +227,20 @@ class DedupLookup:
     def _rank(
         self, key_sets: Sequence[Sequence[int]], through: int | None
     ) -> list[list[tuple[int, int, bytes]]]:
-        """The stored candidates of each key set: among every stored article, or, after a
-        probe, among those stored after its `through` (in the run's index if it has them)."""
-        if through is not None and self._index is not None and self._index.covers(through):
-            return self._index.candidates_of_many(key_sets, MAX_CANDIDATES)
-        large = through is None or self._merged_after(through)
-        return candidates_of_many(self._sql, key_sets, after=through, large=large)
-
-    def _merged_after(self, through: int) -> bool:
-        """Whether lsh_band holds bands of articles stored after `through`."""
-        if self._merged_through is None:
-            self._merged_through = merged_through(self._sql)
-        return self._merged_through > through
+        """The stored candidates of each key set, among every stored article or, after a
+        probe, among those stored after its `through`: in the index, and in lsh_band
+        for those up to the index's start."""
+        index = self._index
+        if through is not None and index.covers(through):
+            return index.candidates_of_many(key_sets, MAX_CANDIDATES, after=through)
+        recent = index.candidates_of_many(key_sets, MAX_CANDIDATES)
+        if index.start == 0:  # nothing merged before the index: lsh_band has none of them
+            return recent
+        merged = candidates_of_many(self._sql, key_sets, after=through, upto=index.start)
+        return [
+            sorted(a + b, key=_shared_bands, reverse=True)[:MAX_CANDIDATES]
+            for a, b in zip(merged, recent, strict=True)
+        ]
 
     def preload_hashes(self, hashes: Sequence[str]) -> None:
         """Exact-copy look-up for a whole batch in one query."""
@@ -245,12 +258,13 @@ class DedupLookup:
     ) -> tuple[int, float] | None:
         """(story id, similarity) of the story `fp` copies, if any.
 
-        One indexed query ranks the stored articles sharing a band by how many bands they
-        share and returns their signatures; only those are verified, so the cost stays
-        flat as the store grows (benchmarks/lookup.py). Given the article's `text`,
-        borderline estimates are settled on the exact shingles of the few candidates.
-        Given a `probe` made before the lock, only the articles stored since are queried,
-        or none at all when this process's `RunIndex` holds them.
+        One indexed query ranks the articles in lsh_band sharing a band by how many bands
+        they share and returns their signatures (the later ones are ranked in memory, by
+        the `RecentIndex`); only those are verified, so the cost stays flat as the store
+        grows (benchmarks/lookup.py). Given the article's `text`, borderline estimates are
+        settled on the exact shingles of the few candidates. Given a `probe` made before
+        the lock, only the articles after it are looked up, in memory when the index
+        holds them all.
         """
         exact = self._batch_hashes.get(fp.text_hash) or self._stored_hashes.get(fp.text_hash)
         if exact is not None:
@@ -321,9 +335,13 @@ def find_original(
     session: Session, fp: Fingerprint, threshold: float, text: str | None = None
 ) -> tuple[int, float] | None:
     """The story id a fingerprint duplicates among stored articles (exact, then LSH)."""
-    lookup = DedupLookup(Statements.of(session), threshold)
-    lookup.preload_hashes([fp.text_hash])
-    return lookup.find(fp, text)
+    sql = Statements.of(session)
+    index = recent_index(session.get_bind().engine)
+    with index.lock:
+        sync_recent_index(sql, index)
+        lookup = DedupLookup(sql, threshold, index)
+        lookup.preload_hashes([fp.text_hash])
+        return lookup.find(fp, text)
 
 
 def near_duplicate_candidates(
@@ -334,27 +352,31 @@ def near_duplicate_candidates(
     Ranking by shared bands keeps a true copy (which shares many) inside MAX_CANDIDATES
     even when a common band value brings in many unrelated articles.
     """
-    rows = candidates(Statements.of(session), sorted(set(band_keys)))
+    sql = Statements.of(session)
+    index = recent_index(session.get_bind().engine)
+    with index.lock:
+        sync_recent_index(sql, index)
+        [rows] = DedupLookup(sql, 0.0, index)._rank([sorted(set(band_keys))], None)
     return [(article_id, signature) for _, article_id, signature in rows]
 
 
 def probe_candidates(
     engine: Engine, items: Sequence[PreparedArticle], *, through: int | None = None
 ) -> list[PreparedArticle]:
-    """`items` with their near-duplicate candidates among the articles stored so far,
-    or among those up to id `through` only.
+    """`items` with their near-duplicate candidates among the articles in lsh_band, or
+    among those up to id `through` only.
 
     Meant to run before `ingest`, without its lock (`tasks.polling`). The ranked query
     over the large band table, most of a look-up, then leaves the critical section,
-    which queries only what was stored since (`DedupLookup.find`). Reads committed rows
-    and holds no transaction. A probe is only a head start: if it fails, the items go
-    on without one.
+    which looks up only the articles after the probe's `through`, in memory
+    (`DedupLookup.find`). Reads committed rows and holds no transaction. A probe is only
+    a head start: if it fails, the items go on without one.
     """
     wanted = [i for i, item in enumerate(items) if item.fingerprint.band_keys]
     if not wanted:
         return list(items)
     out = list(items)
-    if through == 0:  # an empty store: nothing to look up
+    if through == 0:  # nothing in lsh_band: nothing to look up
         for i in wanted:
             out[i] = replace(items[i], probe=Probe(0, ()))
         return out
@@ -362,15 +384,14 @@ def probe_candidates(
         connection = engine.raw_connection()
         try:
             sql = Statements(engine.dialect, connection)
-            # First: ids are taken under the ingest lock and committed in order, so the
-            # queries below see every article up to `seen` (and maybe a few more).
-            seen = through
-            if seen is None:
-                seen = newest_article(sql)
-            key_sets = [sorted(set(items[i].fingerprint.band_keys)) for i in wanted]
-            found = candidates_of_many(sql, key_sets, upto=through)
+            # Merges only add to lsh_band: every article up to `merged` stays there.
+            merged = merged_through(sql) if through is None else through
+            found: list[list[tuple[int, int, bytes]]] = [[] for _ in wanted]
+            if merged:
+                key_sets = [sorted(set(items[i].fingerprint.band_keys)) for i in wanted]
+                found = candidates_of_many(sql, key_sets, upto=merged)
             for i, rows in zip(wanted, found, strict=True):
-                out[i] = replace(items[i], probe=Probe(seen, tuple(rows)))
+                out[i] = replace(items[i], probe=Probe(merged, tuple(rows)))
         finally:
             connection.close()
     except Exception as exc:  # never worse than no probe
@@ -384,59 +405,97 @@ def newest_article(sql: Statements) -> int:
     return int(sql.value("SELECT coalesce(max(id), 0) FROM article") or 0)
 
 
-def newest_article_id(engine: Engine) -> int:
-    """The id of the newest stored article (0 for none): a `RunIndex` starts there."""
-    with engine.connect() as conn:
-        return newest_article(Statements(conn.dialect, conn.connection))
-
-
-# A run starting on a store of at most this many articles loads their bands into its
-# `RunIndex` (~0.1 s for 2,000 on SQLite, at its first ingest), so that nothing needs a
-# probe.
-PRELOAD_ARTICLES = 2000
-
-
-def start_run_index(engine: Engine) -> RunIndex:
-    """A `RunIndex` for a run of ingests starting now.
-
-    It holds the stored articles themselves when they are few (a new store, its seeds):
-    then no look-up of the run needs a probe. They are loaded by the run's first ingest,
-    so a run that stores nothing costs one query. Otherwise it starts after the newest
-    article, and the articles stored so far are the probes' part (`probe_candidates`).
-    """
-    newest = newest_article_id(engine)
-    if newest > PRELOAD_ARTICLES:
-        return RunIndex(newest)
-    return RunIndex(0, loaded=False)
-
-
-def load_run_index(sql: Statements, index: RunIndex) -> None:
-    """Give `index` every stored article (see `start_run_index`), under the ingest lock."""
-    signatures = sql.rows("SELECT article_id, signature FROM article_signature ORDER BY article_id")
-    bands = sql.rows(
-        "SELECT article_id, key FROM lsh_band UNION ALL SELECT article_id, key FROM lsh_band_recent"
-    )
-    index.load(signatures, bands, newest_article(sql))
-
-
 def merged_through(sql: Statements) -> int:
     """The newest article whose bands were merged into lsh_band (0: none yet)."""
     return int(sql.value("SELECT merged_through FROM lsh_band_state WHERE id = 1") or 0)
 
 
-def merge_recent_bands(sql: Statements, *, newest: int) -> None:
-    """Move lsh_band_recent into lsh_band once it holds more than RECENT_BAND_ARTICLES'.
+_indexes: dict[str, RecentIndex] = {}
+_indexes_lock = threading.Lock()
+
+
+def recent_index(engine: Engine) -> RecentIndex:
+    """This process's `RecentIndex` of `engine`'s store: sync it before use, holding
+    its `lock` (`sync_recent_index`)."""
+    key = engine.url.render_as_string(hide_password=False)
+    with _indexes_lock:
+        index = _indexes.get(key)
+        if index is None:
+            index = _indexes[key] = RecentIndex(valid=False)
+        return index
+
+
+def start_recent_index(engine: Engine) -> RecentIndex:
+    """This process's `RecentIndex` of `engine`'s store, synced now: for a long run,
+    whose probes cover the articles up to its `start` (`probe_candidates`)."""
+    index = recent_index(engine)
+    with engine.connect() as conn, index.lock:
+        sync_recent_index(Statements(conn.dialect, conn.connection), index)
+    return index
+
+
+_STATE_SQL = (
+    "SELECT (SELECT coalesce(max(id), 0) FROM article), "
+    "(SELECT merged_through FROM lsh_band_state WHERE id = 1), "
+    "(SELECT signature FROM article_signature WHERE article_id = ?)"
+)
+_LOG_SQL = (
+    "SELECT l.article_id, l.keys, s.signature FROM lsh_band_log l "
+    "JOIN article_signature s ON s.article_id = l.article_id "
+    "WHERE l.article_id > ? AND l.article_id <= ? ORDER BY l.article_id"
+)
+
+
+def sync_recent_index(sql: Statements, index: RecentIndex) -> None:
+    """Bring `index` up to what `sql`'s transaction sees of the store.
+
+    It reads only the articles logged since it was last synced, or loads every article
+    of lsh_band_log afresh when it cannot: another process merged articles it never
+    saw into lsh_band, a rolled-back transaction left it articles that are not stored
+    (its newest one is gone or differs), or it holds too many. Call under the ingest
+    lock, or in a transaction that only reads.
+    """
+    last = index.last
+    newest, merged, signature = sql.rows(_STATE_SQL, [last[0] if last else 0])[0]
+    newest, merged = int(newest), int(merged or 0)
+    stale = (
+        not index.valid
+        or newest < index.newest
+        or not index.start <= merged <= index.newest
+        or index.count > index.max_articles
+        or (last is not None and (signature is None or bytes(signature) != last[1]))
+    )
+    if stale:
+        index.reset(merged)
+    if newest > index.newest:
+        for article_id, keys, stored in sql.rows(_LOG_SQL, [index.newest, newest]):
+            index.add(int(article_id), unpack_band_keys(bytes(keys)), bytes(stored))
+        index.newest = newest
+
+
+def merge_band_log(sql: Statements, *, newest: int) -> None:
+    """Move lsh_band_log into lsh_band once it holds more than RECENT_BAND_ARTICLES'.
 
     `newest` is the newest article id stored. Key order lets the insert fill each page of
     the large index once; the caller's transaction (which holds the ingest lock) makes
-    the move atomic.
+    the move atomic. The `RecentIndex` of this process still covers the articles moved.
     """
     merged = merged_through(sql)
     if newest - merged <= RECENT_BAND_ARTICLES:
         return
-    sql.execute(
-        "INSERT INTO lsh_band (key, article_id) "
-        "SELECT key, article_id FROM lsh_band_recent ORDER BY key, article_id"
+    logged = sql.rows(
+        "SELECT article_id, keys FROM lsh_band_log WHERE article_id <= ? ORDER BY article_id",
+        [newest],
     )
-    sql.execute("DELETE FROM lsh_band_recent")
+    if logged:
+        packed = [bytes(keys) for _, keys in logged]
+        keys = np.frombuffer(b"".join(packed), dtype="<i8")
+        ids = np.repeat(
+            np.array([int(article_id) for article_id, _ in logged], dtype=np.int64),
+            [len(p) // 8 for p in packed],
+        )
+        order = np.lexsort((ids, keys))
+        rows = list(zip(keys[order].tolist(), ids[order].tolist(), strict=True))
+        sql.insert_many(cast(Any, LshBand).__table__, ("key", "article_id"), rows)
+    sql.execute("DELETE FROM lsh_band_log WHERE article_id <= ?", [newest])
     sql.execute("UPDATE lsh_band_state SET merged_through = ? WHERE id = 1", [newest])

@@ -5,7 +5,16 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, Index, LargeBinary, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    UniqueConstraint,
+)
 from sqlalchemy.types import DateTime, TypeDecorator
 from sqlmodel import Field, SQLModel
 
@@ -117,19 +126,26 @@ class LshBand(SQLModel, table=True):
     article_id: int = Field(primary_key=True)
 
 
-class RecentLshBand(SQLModel, table=True):
-    """A band key of a recently stored article, not yet merged into `lsh_band`.
+class LshBandLog(SQLModel, table=True):
+    """The band keys of a stored article not yet merged into `lsh_band`: one row each.
 
-    Look-ups read both tables. New bands land here, in a table small enough that a
-    commit rewrites few pages; ingest moves them into `lsh_band` in key order once
-    there are enough of them (`storage.dedup.RECENT_BAND_ARTICLES`, migration 0004).
+    Appended in id order, so a commit writes a few pages; look-ups find these articles
+    in each process's `storage.recentindex.RecentIndex`, and ingest moves them into
+    `lsh_band` in key order once there are enough (`storage.dedup.RECENT_BAND_ARTICLES`,
+    migration 0005). `keys` are the distinct keys as little-endian int64, ascending.
     """
 
-    __tablename__ = "lsh_band_recent"
-    __table_args__ = {"sqlite_with_rowid": False}
+    __tablename__ = "lsh_band_log"
 
-    key: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
-    article_id: int = Field(primary_key=True)
+    article_id: int = Field(
+        sa_column=Column(
+            Integer,
+            ForeignKey("article.id", ondelete="CASCADE"),
+            primary_key=True,
+            autoincrement=False,
+        )
+    )
+    keys: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
 
 
 class LshBandState(SQLModel, table=True):

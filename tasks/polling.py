@@ -23,11 +23,11 @@ import httpx
 from sqlalchemy import Engine
 
 from storage.articles import PreparedArticle, ingest
-from storage.dedup import probe_candidates, start_run_index
+from storage.dedup import probe_candidates, start_recent_index
 from storage.engine import dispose_engines, get_engine, session_scope
 from storage.feeds import FeedTarget, FetchOutcome, record_fetches
 from storage.models import utcnow
-from storage.runindex import RunIndex
+from storage.recentindex import RecentIndex
 from tasks.fetch import FetchPolicy, FetchResult, fetch_url
 from tasks.models import RawEntry
 from tasks.parse import parse_feed
@@ -36,10 +36,10 @@ from tasks.pipeline import Matchers, prepare
 log = logging.getLogger(__name__)
 
 # Entries stored in one transaction by `poll_targets` at most (when that many are
-# ready). Each commit rewrites every index page its random band keys touched, nearly
-# the whole near-duplicate index once it is large: 4,000 per commit made a 1,000 x 50
-# poll ~13% faster than 1,000 (benchmarks/ingest.py); 10,000 gained no more. A group
-# holds the write lock for a few seconds at most.
+# ready). Each commit rewrites every index page its rows touched (the article table's
+# indexes take random keys): 4,000 per commit made a 1,000 x 50 poll ~13% faster than
+# 1,000 (benchmarks/ingest.py); 10,000 gained no more. A group holds the write lock for
+# a few seconds at most.
 GROUP_ENTRIES = 4000
 
 
@@ -159,7 +159,7 @@ def store_downloads(
     threshold: float,
     max_backoff: int,
     prepared: Sequence[list[PreparedArticle]] | None = None,
-    index: RunIndex | None = None,
+    index: RecentIndex | None = None,
 ) -> list[PollReport]:
     """Store several downloads and record their fetches in one transaction.
 
@@ -176,7 +176,7 @@ def store_downloads(
     PostgreSQL, where ingest ranks a batch's candidates in one statement: a 50-entry
     feed's probe cost ~13 ms and took only ~4 ms off its ingest (~40 ms; 5,000-10,000
     articles stored).
-    A long run passes its `index` (see `poll_targets`), switched off if the commit fails.
+    A long run passes its `index` (see `poll_targets`), invalidated if the commit fails.
     """
     if prepared is None:
         probe = engine.dialect.name == "sqlite"
@@ -202,7 +202,7 @@ def _store_prepared(
     *,
     threshold: float,
     max_backoff: int,
-    index: RunIndex | None,
+    index: RecentIndex | None,
 ) -> list[PollReport]:
     reports = []
     now = utcnow()
@@ -240,9 +240,10 @@ Prepared = tuple[Download, list[PreparedArticle]]
 
 @dataclass(frozen=True, slots=True)
 class _Probing:
-    """A poll's look-up of near-duplicate candidates among the articles stored before
-    it began (ids up to `through`), made in the preparation processes. The articles the
-    poll stores itself are in its `RunIndex`: the storing thread queries neither."""
+    """A poll's look-up of near-duplicate candidates among the articles in lsh_band when
+    it began (ids up to `through`), made in the preparation processes. The later ones,
+    and those the poll stores itself, are in its `RecentIndex`: the storing thread
+    queries neither."""
 
     url: str
     through: int
@@ -250,7 +251,7 @@ class _Probing:
     def probe(
         self, batch: list[PreparedArticle], engine: Engine | None = None
     ) -> list[PreparedArticle]:
-        """`batch` with its probes (no query at all when the store was empty), made on
+        """`batch` with its probes (no query at all when lsh_band was empty), made on
         `engine`, or in a preparation process on its own engine for `url`."""
         if not batch:
             return batch
@@ -513,11 +514,11 @@ def poll_targets(
     thread prepares what arrives meanwhile. Forking the pool cost ~50-100 ms, a tenth
     of a poll where every feed answers 304.
 
-    Near-duplicate look-ups: the preparation processes probe the articles stored before
-    the poll began; the ones it stores itself are looked up in memory (`RunIndex`).
-    The storing thread then runs no candidate query: 1,000 x 50 entries, ~40% of its
-    time (benchmarks/ingest.py). Not on PostgreSQL with more articles stored than a
-    `RunIndex` loads: probes did not pay there (see `store_downloads`).
+    Near-duplicate look-ups: the preparation processes probe the articles in lsh_band
+    when the poll began; the others, and the ones it stores itself, are looked up in
+    memory (`RecentIndex`). The storing thread then runs no candidate query: 1,000 x 50
+    entries, ~40% of its time (benchmarks/ingest.py). Not on PostgreSQL once lsh_band
+    has articles: probes did not pay there (see `store_downloads`).
     """
     reports: list[PollReport] = []
     probing, index = _run_look_ups(engine)
@@ -621,11 +622,11 @@ def poll_targets(
     return reports
 
 
-def _run_look_ups(engine: Engine) -> tuple[_Probing | None, RunIndex | None]:
+def _run_look_ups(engine: Engine) -> tuple[_Probing | None, RecentIndex | None]:
     """How a poll's near-duplicate look-ups run (see `poll_targets`)."""
-    index = start_run_index(engine)
+    index = start_recent_index(engine)
     if index.start and engine.dialect.name != "sqlite":
-        return None, None
+        return None, index
     url = engine.url.render_as_string(hide_password=False)
     return _Probing(url, index.start), index
 

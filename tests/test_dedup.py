@@ -1,5 +1,6 @@
-"""Near-duplicate look-ups on real SQLite and real PostgreSQL: band tables, probes made
-before the ingest lock, the run's in-memory index, and batched candidate queries."""
+"""Near-duplicate look-ups on real SQLite and real PostgreSQL: the band log and lsh_band,
+probes made before the ingest lock, the in-memory index of the articles not merged yet,
+and batched candidate queries."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ from sqlalchemy import text
 
 from storage.article_queries import get_article
 from storage.articles import ingest as ingest_prepared
-from storage.dedup import probe_candidates, start_run_index
+from storage.dedup import probe_candidates, start_recent_index, sync_recent_index
 from storage.engine import session_scope
 from storage.feeds import add_feed
+from storage.recentindex import RecentIndex
+from storage.statements import Statements
 from tasks.models import RawEntry
 from tasks.pipeline import prepare
 from tests.test_fingerprint import OTHER
@@ -22,13 +25,22 @@ from worker.runtime import get_runtime
 
 
 def _band_rows(engine: Any) -> tuple[int, int, int]:
-    """(rows in lsh_band, rows in lsh_band_recent, newest merged article id)."""
+    """(rows in lsh_band, keys waiting in lsh_band_log, newest merged article id)."""
     with engine.connect() as conn:
         return (
             conn.execute(text("SELECT count(*) FROM lsh_band")).scalar_one(),
-            conn.execute(text("SELECT count(*) FROM lsh_band_recent")).scalar_one(),
+            conn.execute(
+                text("SELECT coalesce(sum(length(keys)), 0) / 8 FROM lsh_band_log")
+            ).scalar_one(),
             conn.execute(text("SELECT merged_through FROM lsh_band_state")).scalar_one(),
         )
+
+
+def _new_process() -> None:
+    """Forget this process's in-memory indexes, as a process starting now has none."""
+    import storage.dedup
+
+    storage.dedup._indexes.clear()
 
 
 def test_near_copies_are_found_before_and_after_their_bands_are_merged(
@@ -80,18 +92,19 @@ def _store_prepared(store: Any, origin: str, items: Any) -> Any:
     return ingest_prepared(engine, origin=origin, feed_id=None, items=items, threshold=threshold)
 
 
-def test_a_probe_carries_the_stored_candidates_into_ingest(store: Any) -> None:
+def test_a_probe_carries_the_stored_candidates_into_ingest(store: Any, monkeypatch: Any) -> None:
+    import storage.dedup
+
     _, engine = store
+    monkeypatch.setattr(storage.dedup, "RECENT_BAND_ARTICLES", 0)  # into lsh_band at once
     [original] = ingest(store, "feed:a", ("a1", "Cost-sharing talks resume", STORY)).stored
     copy = probe_candidates(engine, _prepared(store, "b1", COPY))
     [probe] = [item.probe for item in copy]
     assert probe is not None and original in [article_id for _, article_id, _ in probe.rows]
     assert probe.through >= original
     # Ingest trusts the probe for the articles up to `through`: with the original's
-    # bands gone from both tables, only the probe can still name it.
-    with session_scope(engine) as session:
-        for table in ("lsh_band", "lsh_band_recent"):
-            session.execute(text(f"DELETE FROM {table} WHERE article_id = :i"), {"i": original})
+    # bands gone from lsh_band, only the probe can still name it.
+    _forget_bands(engine, original)
     [duplicate] = _store_prepared(store, "feed:b", copy).duplicates
     assert get_article(engine, duplicate)["duplicate_of"] == original
 
@@ -106,10 +119,13 @@ def test_ingest_finds_what_was_stored_after_the_probe(store: Any, monkeypatch: A
     assert copy[0].probe is not None and copy[0].probe.through < original
     [duplicate] = _store_prepared(store, "feed:b", copy).duplicates
     assert get_article(engine, duplicate)["duplicate_of"] == original
-    # Even once the original's bands were merged into lsh_band after the probe.
+    # Even once the original's bands were merged into lsh_band after the probe, and by
+    # a process whose index never held them: the new index starts after the merge, and
+    # the articles between the probe and that start are queried in lsh_band.
     monkeypatch.setattr(storage.dedup, "RECENT_BAND_ARTICLES", 0)
     ingest(store, "feed:z", ("z1", "Other", "<p>An unrelated short notice about the weather.</p>"))
     assert _band_rows(engine)[1] == 0
+    _new_process()
     [third] = _store_prepared(store, "feed:c", later).duplicates
     assert get_article(engine, third)["duplicate_of"] == original
 
@@ -118,9 +134,11 @@ def test_a_probed_original_that_is_gone_is_not_linked(store: Any) -> None:
     _, engine = store
     [original] = ingest(store, "feed:a", ("a1", "Cost-sharing talks resume", STORY)).stored
     copy = probe_candidates(engine, _prepared(store, "b1", COPY))
+    _forget_bands(engine, original)
     with session_scope(engine) as session:
-        for table in ("lsh_band", "lsh_band_recent"):
-            session.execute(text(f"DELETE FROM {table} WHERE article_id = :i"), {"i": original})
+        session.execute(
+            text("DELETE FROM article_signature WHERE article_id = :i"), {"i": original}
+        )
         session.execute(text("DELETE FROM article WHERE id = :i"), {"i": original})
     result = _store_prepared(store, "feed:b", copy)
     assert result.duplicates == [] and len(result.stored) == 1
@@ -140,7 +158,7 @@ WEATHER = "<p>An unrelated short notice about the weather on the coast this week
 def _forget_bands(engine: Any, article_id: int) -> None:
     """Remove an article's bands from both tables: only an in-memory index still has them."""
     with session_scope(engine) as session:
-        for table in ("lsh_band", "lsh_band_recent"):
+        for table in ("lsh_band", "lsh_band_log"):
             session.execute(text(f"DELETE FROM {table} WHERE article_id = :i"), {"i": article_id})
 
 
@@ -153,9 +171,17 @@ def _store_in_run(store: Any, origin: str, items: Any, index: Any) -> Any:
     )
 
 
-def test_a_run_index_finds_what_the_run_stored_without_the_band_tables(store: Any) -> None:
+def _private_index(engine: Any) -> RecentIndex:
+    """A synced index of the store apart from this process's own, as another process's."""
+    index = RecentIndex(valid=False)
+    with engine.connect() as conn:
+        sync_recent_index(Statements(conn.dialect, conn.connection), index)
+    return index
+
+
+def test_the_index_finds_what_the_run_stored_without_the_band_tables(store: Any) -> None:
     _, engine = store
-    index = start_run_index(engine)
+    index = start_recent_index(engine)
     [original] = _store_in_run(store, "feed:a", _prepared(store, "a1", STORY), index).stored
     _forget_bands(engine, original)
     [duplicate] = _store_in_run(store, "feed:b", _prepared(store, "b1", COPY), index).duplicates
@@ -163,52 +189,90 @@ def test_a_run_index_finds_what_the_run_stored_without_the_band_tables(store: An
     assert index.valid and index.newest == duplicate
 
 
-def test_a_run_index_of_a_small_store_holds_its_articles(store: Any) -> None:
+def test_a_new_index_loads_the_articles_not_merged_yet(store: Any) -> None:
     _, engine = store
     [original] = ingest(store, "feed:a", ("a1", "Cost-sharing talks resume", STORY)).stored
-    index = start_run_index(engine)  # the seeds and the original: few, to be loaded
-    assert index.start == 0 and not index.loaded
-    _store_in_run(store, "feed:z", _prepared(store, "z1", WEATHER), index)  # loads them
-    assert index.loaded and index.valid
-    _forget_bands(engine, original)
+    _new_process()
+    index = start_recent_index(engine)
+    assert index.start == 0 and index.valid and index.newest == original
+    _forget_bands(engine, original)  # from the log too: only the loaded index has them
     [duplicate] = _store_in_run(store, "feed:b", _prepared(store, "b1", COPY), index).duplicates
     assert get_article(engine, duplicate)["duplicate_of"] == original
 
 
-def test_a_run_index_of_a_large_store_leaves_its_articles_to_the_probes(
-    store: Any, monkeypatch: Any
-) -> None:
+def test_the_merged_articles_are_left_to_the_probes(store: Any, monkeypatch: Any) -> None:
     import storage.dedup
 
     _, engine = store
+    monkeypatch.setattr(storage.dedup, "RECENT_BAND_ARTICLES", 0)
     [original] = ingest(store, "feed:a", ("a1", "Cost-sharing talks resume", STORY)).stored
-    monkeypatch.setattr(storage.dedup, "PRELOAD_ARTICLES", 0)
-    index = start_run_index(engine)
-    assert index.start == original
+    _new_process()
+    index = start_recent_index(engine)
+    assert index.start == original and index.last is None
     [duplicate] = _store_in_run(store, "feed:b", _prepared(store, "b1", COPY), index).duplicates
     assert get_article(engine, duplicate)["duplicate_of"] == original
 
 
-def test_another_writer_during_a_run_is_still_seen(store: Any) -> None:
+def test_another_writer_during_a_run_is_caught_up_from_the_log(store: Any) -> None:
     _, engine = store
-    index = start_run_index(engine)
+    index = _private_index(engine)
     _store_in_run(store, "feed:z", _prepared(store, "z1", WEATHER), index)
-    assert index.valid
-    # Stored by someone else (another worker) during the run: not in the index.
+    # Stored by another process during the run: not in this index until it syncs.
     [original] = ingest(store, "feed:a", ("a1", "Cost-sharing talks resume", STORY)).stored
+    assert index.newest < original
     [duplicate] = _store_in_run(store, "feed:b", _prepared(store, "b1", COPY), index).duplicates
     assert get_article(engine, duplicate)["duplicate_of"] == original
-    assert not index.valid  # the look-ups of the rest of the run go to the database
+    assert index.valid and index.start == 0 and index.newest == duplicate
 
 
-def test_a_failed_commit_switches_the_run_index_off(store: Any, monkeypatch: Any) -> None:
+def test_a_merge_by_another_writer_reloads_the_index(store: Any, monkeypatch: Any) -> None:
+    import storage.dedup
+
+    _, engine = store
+    index = _private_index(engine)
+    _store_in_run(store, "feed:z", _prepared(store, "z1", WEATHER), index)
+    monkeypatch.setattr(storage.dedup, "RECENT_BAND_ARTICLES", 0)
+    # Another process stores and merges: the log rows this index never read are gone.
+    [original] = ingest(store, "feed:a", ("a1", "Cost-sharing talks resume", STORY)).stored
+    assert _band_rows(engine)[1:] == (0, original)
+    [duplicate] = _store_prepared_with(store, "feed:b", _prepared(store, "b1", COPY), index)
+    assert get_article(engine, duplicate)["duplicate_of"] == original
+    assert index.start == original  # reloaded after the merge: lsh_band has the rest
+
+
+def _store_prepared_with(store: Any, origin: str, items: Any, index: RecentIndex) -> list[int]:
+    settings, engine = store
+    threshold = settings.near_duplicate_threshold
+    result = ingest_prepared(
+        engine, origin=origin, feed_id=None, items=items, threshold=threshold, index=index
+    )
+    return list(result.duplicates)
+
+
+def test_an_index_holding_articles_that_are_not_stored_is_reloaded(store: Any) -> None:
+    _, engine = store
+    [original] = ingest(store, "feed:a", ("a1", "Cost-sharing talks resume", STORY)).stored
+    index = _private_index(engine)
+    stored_copy = _prepared(store, "b1", COPY)[0].fingerprint
+    # As if a rolled-back transaction had added the copy with the next id: it is not
+    # stored, and another batch then takes that id.
+    index.add(original + 1, stored_copy.band_keys, stored_copy.signature)
+    [weather] = ingest(store, "feed:z", ("z1", "Weather", WEATHER)).stored
+    assert weather == original + 1
+    [later] = _store_prepared_with(store, "feed:c", _prepared(store, "c1", COPY), index)
+    # Linked to the original, not to the phantom copy the index held under id `weather`.
+    assert get_article(engine, later)["duplicate_of"] == original
+    assert index.last is not None and index.last[0] != weather
+
+
+def test_a_failed_commit_invalidates_the_index(store: Any, monkeypatch: Any) -> None:
     import tasks.polling
     from storage.feeds import FeedTarget, FetchOutcome
 
     settings, engine = store
     runtime = get_runtime(settings)
     feed = add_feed(engine, "https://x.example/feed.xml", interval_seconds=600)
-    index = start_run_index(engine)
+    index = start_recent_index(engine)
     download = tasks.polling.Download(
         FeedTarget(feed["id"], feed["url"], None, None),
         FetchOutcome(status=200, entries=1),
@@ -231,6 +295,8 @@ def test_a_failed_commit_switches_the_run_index_off(store: Any, monkeypatch: Any
         )
     assert _article_count(engine) == before  # rolled back
     assert not index.valid  # and the index no longer claims the rolled-back article
+    [original] = ingest(store, "feed:b", ("b1", "Talks", STORY)).stored  # reloads it
+    assert index.valid and index.newest == original
 
 
 def _article_count(engine: Any) -> int:
@@ -242,8 +308,10 @@ def test_a_batch_ranks_its_look_ups_at_once(store: Any, monkeypatch: Any) -> Non
     import storage.dedup
 
     _, engine = store
+    monkeypatch.setattr(storage.dedup, "RECENT_BAND_ARTICLES", 0)  # into lsh_band at once
     [original] = ingest(store, "feed:a", ("a1", "Cost-sharing talks resume", STORY)).stored
     [weather] = ingest(store, "feed:z", ("z1", "Weather", WEATHER)).stored
+    _new_process()  # an index starting after them: lsh_band has them
     ranked: list[int] = []  # key sets per call
     rank = storage.dedup.candidates_of_many
 
@@ -265,7 +333,7 @@ def test_a_batch_ranks_its_look_ups_at_once(store: Any, monkeypatch: Any) -> Non
     }
     assert links == {"b1": original, "b2": weather, "b3": None}
     assert ranked == [3]
-    # A probe ranks its batch at once too, and so does ingest for what was stored since.
+    # A probe ranks its batch at once too; ingest finds what was stored since in memory.
     ranked.clear()
     probed = probe_candidates(
         engine,
@@ -278,7 +346,7 @@ def test_a_batch_ranks_its_look_ups_at_once(store: Any, monkeypatch: Any) -> Non
         for item in probed
     )
     copies = _store_prepared(store, "feed:c", probed).duplicates
-    assert ranked == [2, 2]
+    assert ranked == [2]
     assert [get_article(engine, c)["duplicate_of"] for c in copies] == [original, original]
 
 
@@ -288,6 +356,7 @@ def test_batched_candidates_rank_like_one_query_each(store: Any, monkeypatch: An
     from storage.statements import Statements
 
     _, engine = store
+    monkeypatch.setattr(storage.dedup, "RECENT_BAND_ARTICLES", 0)  # into lsh_band at once
     ingest(store, "feed:a", ("a1", "Cost-sharing talks resume", STORY))
     ingest(store, "feed:z", ("z1", "Weather", WEATHER), ("z2", "Rates", f"<p>{OTHER}</p>"))
     key_sets = [

@@ -177,21 +177,22 @@ def test_preparation_processes_store_the_same_as_one_process(
     assert len(cli("alerts", "list", "--format", "json").json()) == 1
 
 
-@pytest.mark.parametrize("preload", [True, False])
+@pytest.mark.parametrize("merged", [False, True])
 def test_a_poll_links_copies_of_articles_stored_before_it(
-    cli: Any, feeds: FeedServer, monkeypatch: Any, preload: bool
+    cli: Any, feeds: FeedServer, monkeypatch: Any, merged: bool
 ) -> None:
     import storage.dedup
     from worker.settings import get_settings
 
-    if not preload:  # a store too large to load: the preparation processes probe it
-        monkeypatch.setattr(storage.dedup, "PRELOAD_ARTICLES", 0)
+    if merged:  # the first poll's articles go to lsh_band: the second poll probes them
+        monkeypatch.setattr(storage.dedup, "RECENT_BAND_ARTICLES", 0)
     monkeypatch.setenv("NEWSWATCH_POLL_PROCESSES", "2")
     get_settings.cache_clear()
     feeds.put("/a.xml", feed_with(("x1", "Talks on troop costs", STORY + " " + LATER)))
     cli("init")
     cli("feeds", "add", feeds.url("/a.xml"))
     assert cli("poll").code == 0
+    storage.dedup._indexes.clear()  # the next poll is a new process: no index in memory
     copy = "<p>READ ALSO: Markets rally</p><p>" + STORY + "</p><p>" + LATER + "</p>"
     for n in range(3):
         feeds.put(f"/b{n}.xml", feed_with((f"y{n}", "Allies discuss troop costs", copy)))

@@ -70,7 +70,7 @@ def test_deleting_indexed_and_unindexed_articles_keeps_the_index_consistent(
     late = ingest(store, "feed:a", ("a2", "Bakery", "<p>A bakery opened in Honolulu.</p>"))
     with session_scope(engine) as session:
         for article_id in first.stored + late.stored:
-            for bands in ("lsh_band", "lsh_band_recent"):
+            for bands in ("lsh_band", "lsh_band_log"):
                 session.execute(
                     text(f"DELETE FROM {bands} WHERE article_id = :i"), {"i": article_id}
                 )

@@ -1,49 +1,59 @@
-"""The near-duplicate bands of the articles one process stored during a long run.
+"""The near-duplicate bands of recently stored articles, in memory.
 
-`newswatch poll` stores thousands of articles in a row, and each look-up asked the
-database for candidates among everything stored: the ranked band query was ~40% of the
-storing thread's time in a 1,000 x 50 poll (benchmarks/ingest.py). The articles stored
-before the poll began are looked up once, in the preparation processes (a `Probe`);
-the ones the poll stored itself are here, in memory, and found without a query.
+New articles' band keys go to `lsh_band_log`, one row per article, appended in id order,
+so a commit writes a few pages there; only every `storage.dedup.RECENT_BAND_ARTICLES`
+articles are they merged into the large, key-ordered `lsh_band`. Until then they are
+looked up here: each process keeps a `RecentIndex` of every article stored after id
+`start` (the newest merged article when it was loaded), brought up to date under the
+ingest lock by reading only the log rows added since (`storage.dedup.sync_recent_index`).
+A long run (`newswatch poll`) keeps the articles it stored even after a merge, so the
+candidates its preparation processes looked up before it began (a `Probe`) and this
+index together cover every stored article, and its storing thread runs no candidate
+query at all.
+
+Why (benchmarks/ingest.py, 1,000 x 50 poll): the earlier small key-ordered table for new
+bands had every commit rewrite most of its pages, and each merge into `lsh_band` (every
+2,500 articles) rewrite most of that table: band storage was ~4.2 s of the storing
+thread's ~11.8 s.
 
 Kept as a hash table in numpy arrays (~16 bytes per band row), the signatures, and the
 rows added since the last `flush`: a 1,000 x 50 poll's peak memory grew by ~64 MB for
-its 50,000 articles. The index only answers for what it holds: ingest checks under its
-lock that the newest article in the store is the newest one here (`check`); anything
-else (another writer, a deletion, a failed commit, too many articles) switches it off,
-and the look-ups go back to SQL.
+its 50,000 articles.
 """
 
 from __future__ import annotations
 
+import threading
+from bisect import bisect_right
 from collections import Counter
 from collections.abc import Sequence
 from itertools import chain
 
 import numpy as np
 
-# At most this many articles are held (~130 MB); past it the look-ups use SQL again.
-RUN_INDEX_ARTICLES = 100_000
+# Past this many articles (~130 MB), the next sync starts again at the newest merged one.
+RECENT_INDEX_ARTICLES = 100_000
 # Distinct keys added since the last merge into the arrays, at most (~100 bytes each).
 PENDING_ROWS = 200_000
 
 
-class RunIndex:
-    """Bands and signatures of the articles stored after article id `start`.
+class RecentIndex:
+    """Bands and signatures of the stored articles after article id `start`.
 
-    Made with `loaded=False`, it is to hold every stored article (start 0): its owner
-    calls `load` with them before the first look-up (`storage.articles.ingest`).
+    Made invalid (`valid=False`), it holds nothing until `reset`; `invalidate` makes it
+    so again, e.g. when a transaction that added articles to it was rolled back.
     """
 
     def __init__(
-        self, start: int, *, max_articles: int = RUN_INDEX_ARTICLES, loaded: bool = True
+        self, start: int = 0, *, max_articles: int = RECENT_INDEX_ARTICLES, valid: bool = True
     ) -> None:
         self.start = start
         self.newest = start  # every article in (start, newest] is here
-        self.valid = True
-        self.loaded = loaded
-        self._max_articles = max_articles
-        self._count = 0
+        self.valid = valid
+        self.max_articles = max_articles
+        # Held while syncing and using the index: a process's threads share it.
+        self.lock = threading.RLock()
+        self.count = 0
         # Articles with bands get a slot: their id and signature, in the order added.
         self._article_ids: list[int] = []
         self._signatures: list[bytes] = []
@@ -59,48 +69,26 @@ class RunIndex:
 
     def covers(self, through: int) -> bool:
         """Whether this index holds every article stored after id `through`."""
-        return self.valid and self.loaded and through >= self.start
+        return self.valid and through >= self.start
 
-    def check(self, newest_stored: int) -> None:
-        """Switch off unless `newest_stored` (the store's max id, under the ingest lock)
-        is the newest article here: someone else stored or deleted articles meanwhile."""
-        if newest_stored != self.newest:
-            self.invalidate()
+    def reset(self, start: int) -> None:
+        """Hold nothing, and be valid for the articles after `start` (to be added)."""
+        self.invalidate()
+        self.start = self.newest = start
+        self.valid = True
 
-    def load(
-        self,
-        signatures: Sequence[tuple[int, bytes]],
-        bands: Sequence[tuple[int, int]],
-        newest: int,
-    ) -> None:
-        """Take the stored articles at once: (article id, signature) in id order, their
-        (article id, band key) rows, and the newest article id in the store."""
-        self.loaded = True
-        if len(signatures) > self._max_articles:
-            self.invalidate()
-            return
-        self._article_ids = [int(aid) for aid, _ in signatures]
-        self._signatures = [bytes(signature) for _, signature in signatures]
-        self._count = len(signatures)
-        self.newest = newest
-        if not bands:
-            return
-        rows = np.array(bands, np.int64).reshape(-1, 2)
-        known = np.array(self._article_ids, np.int64)
-        slots = np.searchsorted(known, rows[:, 0])
-        has_signature = (slots < len(known)) & (
-            known[np.minimum(slots, len(known) - 1)] == rows[:, 0]
-        )
-        self._merge(rows[has_signature, 1].view(np.uint64), slots[has_signature].astype(np.int32))
+    @property
+    def last(self) -> tuple[int, bytes] | None:
+        """(article id, signature) of the newest article held with bands, if any."""
+        if not self._article_ids:
+            return None
+        return self._article_ids[-1], self._signatures[-1]
 
     def add(self, article_id: int, keys: Sequence[int], signature: bytes) -> None:
         """Hold a newly stored article (ids only grow)."""
         if not self.valid:
             return
-        if self._count >= self._max_articles:
-            self.invalidate()
-            return
-        self._count += 1
+        self.count += 1
         self.newest = article_id
         if not keys:
             return
@@ -115,18 +103,23 @@ class RunIndex:
         if len(self._owner) >= PENDING_ROWS:
             self.flush()
 
-    def candidates(self, keys: Sequence[int], limit: int) -> list[tuple[int, int, bytes]]:
+    def candidates(
+        self, keys: Sequence[int], limit: int, *, after: int | None = None
+    ) -> list[tuple[int, int, bytes]]:
         """(shared bands, article id, signature) of the `limit` articles sharing most of
-        `keys` (distinct), best first."""
-        return self.candidates_of_many([keys], limit)[0]
+        `keys` (distinct), best first; with `after`, among those with a greater id."""
+        return self.candidates_of_many([keys], limit, after=after)[0]
 
     def candidates_of_many(
-        self, key_sets: Sequence[Sequence[int]], limit: int
+        self, key_sets: Sequence[Sequence[int]], limit: int, *, after: int | None = None
     ) -> list[list[tuple[int, int, bytes]]]:
-        """`candidates(keys, limit)` of each of `key_sets`, the arrays searched once for
-        all: numpy's fixed cost per call was most of a single look-up (~64 us)."""
+        """`candidates(keys, limit, after=after)` of each of `key_sets`, the arrays
+        searched once for all: numpy's fixed cost per call was most of a single look-up
+        (~64 us)."""
         if not self.valid:
             return [[] for _ in key_sets]
+        # Slots are in id order: the articles after `after` are the slots from `first`.
+        first = 0 if after is None else bisect_right(self._article_ids, after)
         shared: list[Counter[int]] = [Counter() for _ in key_sets]  # slot -> bands shared
         lengths = [len(keys) for keys in key_sets]
         if len(self._keys) and sum(lengths):
@@ -141,6 +134,8 @@ class RunIndex:
                 # Every row of the keys' buckets, then those whose key is the one wanted.
                 rows = np.arange(total) + np.repeat(lo - (np.cumsum(sizes) - sizes), sizes)
                 hits = self._keys[rows] == np.repeat(wanted, sizes)
+                if first:
+                    hits &= self._slots[rows] >= first
                 found = self._slots[rows[hits]].tolist()
                 sets = np.repeat(owners, sizes)[hits].tolist()
                 for number, slot in zip(sets, found, strict=True):
@@ -149,9 +144,10 @@ class RunIndex:
             owner, more = self._owner, self._more
             for counts, keys in zip(shared, key_sets, strict=True):
                 for key in owner.keys() & keys:
-                    counts[owner[key]] += 1
+                    if owner[key] >= first:
+                        counts[owner[key]] += 1
                     if key in more:
-                        counts.update(more[key])
+                        counts.update(slot for slot in more[key] if slot >= first)
         ids, signatures = self._article_ids, self._signatures
         return [
             [(n, ids[slot], signatures[slot]) for slot, n in counts.most_common(limit)]
@@ -190,10 +186,10 @@ class RunIndex:
         np.cumsum(counts, out=self._offsets[1:])
 
     def invalidate(self) -> None:
-        """Stop answering (and free the memory): look-ups go back to the database."""
+        """Stop answering (and free the memory) until the next `reset`."""
         self.valid = False
         self._keys, self._slots = np.empty(0, np.uint64), np.empty(0, np.int32)
         self._offsets = np.zeros(2, np.int32)
         self._owner, self._more = {}, {}
         self._article_ids, self._signatures = [], []
-        self._count = 0
+        self.count = 0
