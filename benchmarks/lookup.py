@@ -189,6 +189,8 @@ def build_store(
         kept.append(full)
         article_id += n
         remaining -= n
+    # Every article's keys are in lsh_band, as after ingest's moves from lsh_band_log.
+    con.execute("UPDATE lsh_band_state SET merged_through = ? WHERE id = 1", (article_id,))
     con.commit()
     con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     con.close()

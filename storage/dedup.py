@@ -434,8 +434,9 @@ def start_recent_index(engine: Engine) -> RecentIndex:
     return index
 
 
+# Every stored article has a signature row: the newest of those is the newest article.
 _STATE_SQL = (
-    "SELECT (SELECT coalesce(max(id), 0) FROM article), "
+    "SELECT (SELECT coalesce(max(article_id), 0) FROM article_signature), "
     "(SELECT merged_through FROM lsh_band_state WHERE id = 1), "
     "(SELECT signature FROM article_signature WHERE article_id = ?)"
 )
