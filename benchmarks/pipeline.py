@@ -13,9 +13,9 @@ parse (`tasks.parse.parse_feed`) -> normalize (`normalize_entry`) -> fingerprint
 tag (`TopicTagger`) -> match (`CompiledRules`, 1,000 rules) -> dedup look-up
 (`storage.dedup.DedupLookup.find` and `prefetch`, timed inside `ingest`, plus the
 probe before it) -> store (the rest of `ingest`). Look-ups run as in `newswatch poll`:
-articles not merged into lsh_band (all of them below 10,000) are found in the process's
-in-memory `storage.recentindex.RecentIndex`; once more, on a fresh store, as a Celery task
-stores a feed: no probe, ingest syncs the index itself.
+the articles not merged into lsh_band yet (all of them, below 10,000 stored) are found in
+the process's in-memory `storage.recentindex.RecentIndex`, as they are by a Celery task;
+`benchmarks/lookup.py` measures look-ups in lsh_band.
 SQLite's full-text index is written off the ingest path (`storage.search`); its cost is
 timed separately, once for all stored articles, and printed beside the stages.
 newswatch runs with the garbage-collector thresholds its worker and CLI set
@@ -184,15 +184,13 @@ def run_newswatch(
     url: str,
     *,
     default_gc: bool = False,
-    run_index: bool = True,
 ) -> dict[str, Any]:
     """The newswatch stages with timers, a transaction per batch; returns the figures.
 
     `url` is an empty database (a SQLite file, or a fresh PostgreSQL database).
     The collector runs as in a worker (`worker.gcpolicy`), or with CPython's default
-    thresholds if `default_gc`. Look-ups run as in `newswatch poll` (a probe of what
-    was in lsh_band before the run, then the in-memory `RecentIndex`), or with
-    `run_index=False` as a task does alone: no probe, ingest syncs the index.
+    thresholds if `default_gc`. Look-ups run as in `newswatch poll`: a probe of what
+    was in lsh_band before the run, then the in-memory `RecentIndex`.
     """
     thresholds = gc.get_threshold()
     try:
@@ -200,14 +198,12 @@ def run_newswatch(
             gc.set_threshold(*CPYTHON_GC_THRESHOLDS)
         else:
             tune_garbage_collector()
-        return _run_newswatch(docs, rules, url, run_index)
+        return _run_newswatch(docs, rules, url)
     finally:
         gc.set_threshold(*thresholds)
 
 
-def _run_newswatch(
-    docs: list[bytes], rules: list[RuleDef], url: str, run_index: bool
-) -> dict[str, Any]:
+def _run_newswatch(docs: list[bytes], rules: list[RuleDef], url: str) -> dict[str, Any]:
     import storage.dedup as dedup_mod
     from storage.articles import PreparedArticle, ingest
     from storage.dedup import probe_candidates, start_recent_index
@@ -253,7 +249,7 @@ def _run_newswatch(
     stored = duplicates = alerts = entries = 0
     clock = time.perf_counter
     t_start = clock()
-    index = start_recent_index(engine) if run_index else None
+    index = start_recent_index(engine)
     probing = 0.0  # part of the look-up stage
     mark_t, mark_n, mark_l = t_start, 0, 0
     try:
@@ -284,8 +280,7 @@ def _run_newswatch(
                 timers.seconds["match"] += t4 - t3
                 prepared.append(PreparedArticle(article, fp, tags, matches))
             t = clock()
-            if index is not None:
-                prepared = probe_candidates(engine, prepared, through=index.start)
+            prepared = probe_candidates(engine, prepared, through=index.start)
             probed = clock() - t
             probing += probed
             t = clock()
@@ -344,7 +339,6 @@ def _run_newswatch(
         "alerts": alerts,
         "stages": timers.report(entries, wall),
         "lookup_median_ms": statistics.median(lookups) * 1e3 if lookups else None,
-        "run_index": run_index,
         "probe_seconds": probing,
         "curve": curve,
     }
@@ -484,10 +478,6 @@ def run_obvious(docs: list[bytes], rules: list[RuleDef], db: Path, budget: float
 # --------------------------------------------------------------------------- main
 
 
-def _stage_us(run: dict[str, Any], stage: str) -> float:
-    return float(next(s["us_per_entry"] for s in run["stages"] if s["stage"] == stage))
-
-
 def _profile(fn: Callable[[], Any]) -> None:
     import cProfile
     import pstats
@@ -526,7 +516,6 @@ def main(argv: list[str] | None = None) -> int:
         nw_default_gc = run_newswatch(
             docs, rules, f"sqlite:///{tmp}/newswatch-default-gc.db", default_gc=True
         )
-        nw_sql = run_newswatch(docs, rules, f"sqlite:///{tmp}/newswatch-sql.db", run_index=False)
         budget = args.baseline_seconds / (4 if args.quick else 1)
         ob = run_obvious(docs, rules, Path(tmp) / "obvious.db", budget)
     pg = None
@@ -544,13 +533,6 @@ def main(argv: list[str] | None = None) -> int:
             nw["seconds"],
             nw["entries_per_s"],
             nw["entries_per_s"] / ob["entries_per_s"],
-        ),
-        (
-            "newswatch, SQL look-ups (as a task)",
-            nw_sql["entries"],
-            nw_sql["seconds"],
-            nw_sql["entries_per_s"],
-            nw_sql["entries_per_s"] / ob["entries_per_s"],
         ),
         (
             "newswatch, CPython default GC",
@@ -603,12 +585,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     gc_gain = nw["entries_per_s"] / nw_default_gc["entries_per_s"]
     print(f"collector thresholds as in the worker: {gc_gain:.2f}x the throughput of the defaults")
-    index_gain = nw["entries_per_s"] / nw_sql["entries_per_s"]
-    print(
-        f"look-ups in the run's memory index, as newswatch poll does: {index_gain:.2f}x the "
-        f"throughput of one SQL look-up per article (look-up "
-        f"{_stage_us(nw, 'lookup'):.0f} vs {_stage_us(nw_sql, 'lookup'):.0f} us/entry)"
-    )
     print("goal: >= 1,500 entries/s on one core (aim 2,000) with 1,000 rules")
     write_json(
         args.json,
@@ -619,7 +595,6 @@ def main(argv: list[str] | None = None) -> int:
             "rules": len(rules),
             "newswatch": nw,
             "newswatch_default_gc": nw_default_gc,
-            "newswatch_sql_lookups": nw_sql,
             "gc_young_threshold": {
                 "newswatch": YOUNG_THRESHOLD,
                 "default": CPYTHON_GC_THRESHOLDS[0],

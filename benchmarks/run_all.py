@@ -156,22 +156,8 @@ def plot(path: Path) -> bool:
             xs,
             [c["lookup_median_ms"] for c in curve],
             marker="o",
-            label="pipeline look-up, run index (median)",
+            label="pipeline look-up (median)",
         )
-        sql_curve = (pipeline or {}).get("newswatch_sql_lookups", {}).get("curve", [])
-        if sql_curve:
-            ax1.plot(
-                [c["store_size"] for c in sql_curve],
-                [c["entries_per_s"] for c in sql_curve],
-                marker="^",
-                label="newswatch pipeline, SQL look-ups",
-            )
-            ax2.plot(
-                [c["store_size"] for c in sql_curve],
-                [c["lookup_median_ms"] for c in sql_curve],
-                marker="^",
-                label="pipeline look-up, SQL (median)",
-            )
     ax1.set(xlabel="articles in store", ylabel="entries/s (one core)", title="Pipeline throughput")
     ax1.legend()
     if lookup:

@@ -233,7 +233,9 @@ def _store(
     sql.insert_many(tables["article_signature"], ("article_id", "signature"), signature_rows)
     if log_rows:
         sql.insert_many(tables["lsh_band_log"], ("article_id", "keys"), log_rows)
-    merge_band_log(sql, newest=placed[-1][1])
+    newest = placed[-1][1]
+    if merge_band_log(sql, newest=newest) and not index.keeps_merged:
+        index.reset(newest)  # lsh_band has them all now
     sql.insert_many(tables["article_topic"], ("article_id", "slug", "score", "phrases"), tag_rows)
     alert_rows = _alert_rows(placed, rules, now)
     if alert_rows:

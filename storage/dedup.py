@@ -169,6 +169,8 @@ def candidates_of_many(
 # log moved every 10,000, 9.1 s every 25,000 (one move, of 1M rows, at ~1.5 s under the
 # lock). Each process holds the waiting articles in memory, ~1.3 KB each.
 RECENT_BAND_ARTICLES = 10_000
+# Band rows inserted per statement when they are moved.
+MERGE_CHUNK_ROWS = 20_000
 
 
 def pack_band_keys(keys: Iterable[int]) -> bytes:
@@ -272,7 +274,7 @@ class DedupLookup:
         if fp.shingle_count == 0 or not fp.band_keys:
             return None
         keys = sorted(set(fp.band_keys))
-        ranked = self._stored_candidates(keys, probe)
+        ranked = self.stored_candidates(keys, probe)
         hits = self._band_owner.keys() & keys
         shared = Counter(self._band_owner[key] for key in hits)
         for key in hits & self._more_bands.keys():
@@ -296,10 +298,11 @@ class DedupLookup:
             return self.find(fp, text)  # the probe's article is gone: look up afresh
         return (story if story is not None else article_id), score
 
-    def _stored_candidates(
-        self, keys: list[int], probe: Probe | None
+    def stored_candidates(
+        self, keys: list[int], probe: Probe | None = None
     ) -> list[tuple[int, int, bytes]]:
-        """(shared bands, article id, signature) of the best-ranked stored candidates."""
+        """(shared bands, article id, signature) of the best-ranked stored articles
+        sharing a band with `keys` (sorted, distinct), those of `probe` included."""
         through = None if probe is None else probe.through
         ranked = self._ranked.get((through, tuple(keys)))
         if ranked is None:  # not ranked ahead (a look-up without `prefetch`)
@@ -356,7 +359,7 @@ def near_duplicate_candidates(
     index = recent_index(session.get_bind().engine)
     with index.lock:
         sync_recent_index(sql, index)
-        [rows] = DedupLookup(sql, 0.0, index)._rank([sorted(set(band_keys))], None)
+        rows = DedupLookup(sql, 0.0, index).stored_candidates(sorted(set(band_keys)))
     return [(article_id, signature) for _, article_id, signature in rows]
 
 
@@ -426,10 +429,11 @@ def recent_index(engine: Engine) -> RecentIndex:
 
 
 def start_recent_index(engine: Engine) -> RecentIndex:
-    """This process's `RecentIndex` of `engine`'s store, synced now: for a long run,
-    whose probes cover the articles up to its `start` (`probe_candidates`)."""
-    index = recent_index(engine)
-    with engine.connect() as conn, index.lock:
+    """A `RecentIndex` of `engine`'s store for a long run of ingests, synced now: the
+    run's probes cover the articles up to its `start` (`probe_candidates`), so it keeps
+    the articles it moves into lsh_band itself."""
+    index = RecentIndex(valid=False, keeps_merged=True)
+    with engine.connect() as conn:
         sync_recent_index(Statements(conn.dialect, conn.connection), index)
     return index
 
@@ -474,16 +478,17 @@ def sync_recent_index(sql: Statements, index: RecentIndex) -> None:
         index.newest = newest
 
 
-def merge_band_log(sql: Statements, *, newest: int) -> None:
-    """Move lsh_band_log into lsh_band once it holds more than RECENT_BAND_ARTICLES'.
+def merge_band_log(sql: Statements, *, newest: int) -> bool:
+    """Move lsh_band_log into lsh_band once it holds more than RECENT_BAND_ARTICLES';
+    whether it did.
 
     `newest` is the newest article id stored. Key order lets the insert fill each page of
     the large index once; the caller's transaction (which holds the ingest lock) makes
-    the move atomic. The `RecentIndex` of this process still covers the articles moved.
+    the move atomic.
     """
     merged = merged_through(sql)
     if newest - merged <= RECENT_BAND_ARTICLES:
-        return
+        return False
     logged = sql.rows(
         "SELECT article_id, keys FROM lsh_band_log WHERE article_id <= ? ORDER BY article_id",
         [newest],
@@ -496,7 +501,12 @@ def merge_band_log(sql: Statements, *, newest: int) -> None:
             [len(p) // 8 for p in packed],
         )
         order = np.lexsort((ids, keys))
-        rows = list(zip(keys[order].tolist(), ids[order].tolist(), strict=True))
-        sql.insert_many(cast(Any, LshBand).__table__, ("key", "article_id"), rows)
+        table = cast(Any, LshBand).__table__
+        # In chunks: the rows of 10,000 articles as Python tuples at once took ~50 MB.
+        for start in range(0, len(order), MERGE_CHUNK_ROWS):
+            chunk = order[start : start + MERGE_CHUNK_ROWS]
+            rows = list(zip(keys[chunk].tolist(), ids[chunk].tolist(), strict=True))
+            sql.insert_many(table, ("key", "article_id"), rows)
     sql.execute("DELETE FROM lsh_band_log WHERE article_id <= ?", [newest])
     sql.execute("UPDATE lsh_band_state SET merged_through = ? WHERE id = 1", [newest])
+    return True

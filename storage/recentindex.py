@@ -6,10 +6,12 @@ articles are they merged into the large, key-ordered `lsh_band`. Until then they
 looked up here: each process keeps a `RecentIndex` of every article stored after id
 `start` (the newest merged article when it was loaded), brought up to date under the
 ingest lock by reading only the log rows added since (`storage.dedup.sync_recent_index`).
-A long run (`newswatch poll`) keeps the articles it stored even after a merge, so the
-candidates its preparation processes looked up before it began (a `Probe`) and this
-index together cover every stored article, and its storing thread runs no candidate
-query at all.
+A long run (`newswatch poll`) has an index of its own that keeps the articles it stored
+even after a merge, so the candidates its preparation processes looked up before it
+began (a `Probe`) and this index together cover every stored article, and its storing
+thread runs no candidate query at all. The index a process shares among its ingests
+empties itself after its own merge instead: a worker then holds at most the log's
+articles.
 
 Why (benchmarks/ingest.py, 1,000 x 50 poll): the earlier small key-ordered table for new
 bands had every commit rewrite most of its pages, and each merge into `lsh_band` (every
@@ -41,15 +43,23 @@ class RecentIndex:
     """Bands and signatures of the stored articles after article id `start`.
 
     Made invalid (`valid=False`), it holds nothing until `reset`; `invalidate` makes it
-    so again, e.g. when a transaction that added articles to it was rolled back.
+    so again, e.g. when a transaction that added articles to it was rolled back. With
+    `keeps_merged`, it keeps the articles its own ingests move into lsh_band (a long
+    run's probes cover only those up to its start); otherwise such a move empties it.
     """
 
     def __init__(
-        self, start: int = 0, *, max_articles: int = RECENT_INDEX_ARTICLES, valid: bool = True
+        self,
+        start: int = 0,
+        *,
+        max_articles: int = RECENT_INDEX_ARTICLES,
+        valid: bool = True,
+        keeps_merged: bool = False,
     ) -> None:
         self.start = start
         self.newest = start  # every article in (start, newest] is here
         self.valid = valid
+        self.keeps_merged = keeps_merged
         self.max_articles = max_articles
         # Held while syncing and using the index: a process's threads share it.
         self.lock = threading.RLock()

@@ -235,6 +235,7 @@ def test_a_merge_by_another_writer_reloads_the_index(store: Any, monkeypatch: An
     # Another process stores and merges: the log rows this index never read are gone.
     [original] = ingest(store, "feed:a", ("a1", "Cost-sharing talks resume", STORY)).stored
     assert _band_rows(engine)[1:] == (0, original)
+    monkeypatch.setattr(storage.dedup, "RECENT_BAND_ARTICLES", 10_000)
     [duplicate] = _store_prepared_with(store, "feed:b", _prepared(store, "b1", COPY), index)
     assert get_article(engine, duplicate)["duplicate_of"] == original
     assert index.start == original  # reloaded after the merge: lsh_band has the rest
@@ -295,8 +296,28 @@ def test_a_failed_commit_invalidates_the_index(store: Any, monkeypatch: Any) -> 
         )
     assert _article_count(engine) == before  # rolled back
     assert not index.valid  # and the index no longer claims the rolled-back article
-    [original] = ingest(store, "feed:b", ("b1", "Talks", STORY)).stored  # reloads it
-    assert index.valid and index.newest == original
+    [original] = _store_in_run(store, "feed:b", _prepared(store, "b1", STORY), index).stored
+    assert index.valid and index.newest == original  # reloaded by the next ingest
+
+
+def test_a_move_empties_a_shared_index_but_not_a_runs(store: Any, monkeypatch: Any) -> None:
+    import storage.dedup
+    from storage.dedup import recent_index
+
+    _, engine = store
+    monkeypatch.setattr(storage.dedup, "RECENT_BAND_ARTICLES", 0)  # every ingest moves
+    # A worker's ingest moves the log into lsh_band: its shared index is emptied.
+    [weather] = ingest(store, "feed:z", ("z1", "Weather", WEATHER)).stored
+    shared = recent_index(engine)
+    assert shared.valid and shared.start == weather and shared.last is None
+    # A run's own index keeps what it moved itself: its probes stop at its start.
+    run = start_recent_index(engine)
+    [original] = _store_in_run(store, "feed:a", _prepared(store, "a1", STORY), run).stored
+    assert _band_rows(engine)[1:] == (0, original)
+    assert run.start == weather and run.last is not None and run.last[0] == original
+    _forget_bands(engine, original)  # only the run's index has it now
+    [copy] = _store_in_run(store, "feed:b", _prepared(store, "b1", COPY), run).duplicates
+    assert get_article(engine, copy)["duplicate_of"] == original
 
 
 def _article_count(engine: Any) -> int:
@@ -391,3 +412,24 @@ def test_batched_candidates_rank_like_one_query_each(store: Any, monkeypatch: An
     assert all(
         [r[0] for r in rows] == sorted((r[0] for r in rows), reverse=True) for rows in batched
     )
+
+
+@pytest.mark.parametrize("merged", [False, True])
+def test_find_original_looks_in_the_log_and_in_lsh_band(
+    store: Any, monkeypatch: Any, merged: bool
+) -> None:
+    import storage.dedup
+    from storage.dedup import find_original, near_duplicate_candidates
+
+    settings, engine = store
+    if merged:
+        monkeypatch.setattr(storage.dedup, "RECENT_BAND_ARTICLES", 0)
+    [original] = ingest(store, "feed:a", ("a1", "Cost-sharing talks resume", STORY)).stored
+    assert (_band_rows(engine)[1] == 0) is merged
+    _new_process()
+    fp = _prepared(store, "b1", COPY)[0].fingerprint
+    with session_scope(engine) as session:
+        found = find_original(session, fp, settings.near_duplicate_threshold)
+        candidates = near_duplicate_candidates(session, fp.band_keys)
+    assert found is not None and found[0] == original
+    assert original in [article_id for article_id, _ in candidates]
