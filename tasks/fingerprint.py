@@ -777,8 +777,24 @@ def shingle_profile(text: str, params: FingerprintParams = DEFAULT_PARAMS) -> Sh
     hashes, n_words = _shingle_hashes(_word_bytes(text), params.shingle_size)
     # A shingle's hash does not depend on where it stands: the lead's are the first ones.
     lead = hashes[: max(1, min(n_words, params.lead_words) - params.shingle_size + 1)]
-    full = np.unique(hashes)
-    return ShingleProfile(full, full if len(lead) == len(hashes) else np.unique(lead))
+    full = sorted_distinct(hashes)
+    return ShingleProfile(full, full if len(lead) == len(hashes) else sorted_distinct(lead))
+
+
+def sorted_distinct(values: np.ndarray) -> np.ndarray:
+    """The distinct values, ascending: what `np.unique` returns.
+
+    numpy 2's `np.unique` hashes the values first: ~24 us for an article's ~450 shingle
+    hashes, against ~3 us for a sort and a comparison with the neighbour. Exact
+    verification builds two such sets per text, ~11,000 texts in a 1,000 x 50 poll.
+    """
+    ordered = np.sort(values)
+    if len(ordered) < 2:
+        return ordered
+    keep = np.empty(len(ordered), dtype=bool)
+    keep[0] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=keep[1:])
+    return ordered[keep]
 
 
 # Profiles kept for verification (~7 KB each with their text). An original is verified

@@ -39,6 +39,7 @@ from tasks.fingerprint import (
     similarities,
     similarity,
     similarity_scores,
+    sorted_distinct,
     text_hash,
     words,
 )
@@ -588,3 +589,13 @@ def test_a_shared_lead_alone_decides_for_a_summary_only(smaller: int) -> None:
         assert score > 0.99  # the lead, copied whole
     else:
         assert score == 0.0
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 2**64 - 1), max_size=60), st.sampled_from([4, 2**64 - 1]))
+def test_sorted_distinct_is_numpys_unique(values: list[int], top: int) -> None:
+    # Few distinct values (repeats) and the whole uint64 range, empty and single included.
+    array = np.array([v % (top + 1) if top < 2**64 - 1 else v for v in values], np.uint64)
+    expected = np.unique(array)
+    found = sorted_distinct(array)
+    assert found.dtype == expected.dtype and found.tolist() == expected.tolist()
