@@ -429,13 +429,17 @@ def recent_index(engine: Engine) -> RecentIndex:
 
 
 def start_recent_index(engine: Engine) -> RecentIndex:
-    """A `RecentIndex` of `engine`'s store for a long run of ingests, synced now: the
-    run's probes cover the articles up to its `start` (`probe_candidates`), so it keeps
-    the articles it moves into lsh_band itself."""
-    index = RecentIndex(valid=False, keeps_merged=True)
+    """A `RecentIndex` of `engine`'s store for a long run of ingests, starting at the
+    newest article in lsh_band: the run's probes cover the articles up to there
+    (`probe_candidates`), so it keeps the articles it moves into lsh_band itself.
+
+    Empty: the first ingest's sync reads the log's articles, so a run that stores
+    nothing (every feed unchanged) costs one query, not a load of up to
+    RECENT_BAND_ARTICLES articles (~0.15 s).
+    """
     with engine.connect() as conn:
-        sync_recent_index(Statements(conn.dialect, conn.connection), index)
-    return index
+        merged = merged_through(Statements(conn.dialect, conn.connection))
+    return RecentIndex(merged, keeps_merged=True)
 
 
 # Every stored article has a signature row: the newest of those is the newest article.
