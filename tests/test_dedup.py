@@ -435,3 +435,28 @@ def test_find_original_looks_in_the_log_and_in_lsh_band(
         candidates = near_duplicate_candidates(session, fp.band_keys)
     assert found is not None and found[0] == original
     assert original in [article_id for article_id, _ in candidates]
+
+
+def test_logged_keys_survive_a_downgrade_and_upgrade(store: Any) -> None:
+    from alembic import command
+
+    from storage.schema import alembic_config, upgrade
+
+    _, engine = store
+    [original] = ingest(store, "feed:a", ("a1", "Cost-sharing talks resume", STORY)).stored
+    logged = _band_rows(engine)[1]
+    assert logged > 0
+    config = alembic_config()
+    with engine.connect() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, "0004")  # the log's keys move into lsh_band
+        connection.commit()
+        moved = connection.execute(
+            text("SELECT count(*) FROM lsh_band WHERE article_id = :i"), {"i": original}
+        ).scalar_one()
+    assert moved > 0
+    upgrade(engine)
+    assert _band_rows(engine)[1:] == (0, original)  # all of it in lsh_band, marked merged
+    _new_process()
+    [copy] = ingest(store, "feed:b", ("b7", "Allies resume cost talks", COPY)).duplicates
+    assert get_article(engine, copy)["duplicate_of"] == original
