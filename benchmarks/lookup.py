@@ -22,6 +22,12 @@ variants). Measured per size: median / p95 time of `storage.dedup.find_original`
 index (article_signature + lsh_band pages). datasketch MinHashLSH with the same 32x2
 banding runs on the same signatures in memory and, for the sizes in --redis-sizes, on a
 redis-server started for the run.
+
+Last, per size, the cost of one move of lsh_band_log into lsh_band
+(`storage.dedup.merge_band_log`, RECENT_BAND_ARTICLES + 1 synthetic articles, as ingest
+makes it under the ingest lock): seconds including the commit, and bytes the process
+wrote (Linux). The keys are hashes, so the move touches pages all over lsh_band: its
+cost grows with the store.
 """
 
 from __future__ import annotations
@@ -54,9 +60,16 @@ from dedup_quality import edit_words, load_bbc, make_variant  # noqa: E402
 from sqlalchemy import create_engine  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
 
-from storage.dedup import find_original, near_duplicate_candidates  # noqa: E402
+from storage.dedup import (  # noqa: E402
+    RECENT_BAND_ARTICLES,
+    find_original,
+    merge_band_log,
+    near_duplicate_candidates,
+    pack_band_keys,
+)
 from storage.engine import create_engine_for  # noqa: E402
 from storage.schema import upgrade  # noqa: E402
+from storage.statements import Statements  # noqa: E402
 from tasks.fingerprint import (  # noqa: E402
     DEFAULT_PARAMS,
     fingerprint,
@@ -195,6 +208,48 @@ def build_store(
     con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     con.close()
     return time.perf_counter() - started, kept
+
+
+def _bytes_written() -> int | None:
+    """Bytes this process has written to storage so far (Linux), else None."""
+    try:
+        io = Path("/proc/self/io").read_text()
+    except OSError:
+        return None
+    return next(int(line.split()[1]) for line in io.splitlines() if line.startswith("write_"))
+
+
+def measure_move(path: Path, size: int, synth: SyntheticCorpus) -> dict[str, Any]:
+    """Log RECENT_BAND_ARTICLES + 1 synthetic articles after the store's `size`, then
+    time their move into lsh_band as ingest does it: one transaction, with the project's
+    connection settings (`create_engine_for`)."""
+    count = RECENT_BAND_ARTICLES + 1
+    full, lead, _, _ = synth.batch(count)
+    logged = [
+        (size + 1 + i, pack_band_keys(keys))
+        for i, keys in enumerate(index_keys_matrix(full, lead).tolist())
+    ]
+    con = sqlite3.connect(path)  # no foreign keys: the store has no article rows
+    con.executemany("INSERT INTO lsh_band_log (article_id, keys) VALUES (?, ?)", logged)
+    con.commit()
+    con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    con.close()
+    engine = create_engine_for(f"sqlite:///{path}")
+    try:
+        written = _bytes_written()
+        started = time.perf_counter()
+        with engine.begin() as conn:
+            moved = merge_band_log(Statements(conn.dialect, conn.connection), newest=size + count)
+        seconds = time.perf_counter() - started
+        after = _bytes_written()
+    finally:
+        engine.dispose()
+    assert moved, "the log was not moved"
+    return {
+        "articles": count,
+        "seconds": seconds,
+        "mb_written": None if written is None or after is None else (after - written) / 1e6,
+    }
 
 
 def index_bytes(path: Path) -> dict[str, int]:
@@ -369,6 +424,7 @@ def run(
                             "redis": {"host": "127.0.0.1", "port": port},
                         }
                         row["datasketch_redis"] = bench_datasketch(values, light_values, config)
+            row["move"] = measure_move(path, size, synth)
             results.append(row)
             print_row(row)
     return {"threshold": THRESHOLD, "seed": SEED, "sizes": results}
@@ -398,6 +454,10 @@ def print_row(row: dict[str, Any]) -> None:
                 f"{r['candidate_recall']:>7.4f} {r['false_candidates_per_query']:>12.2f}"
                 f"  (build {r['build_s']:.1f} s; recall = candidate found)"
             )
+    move = row["move"]
+    written = "" if move["mb_written"] is None else f", {move['mb_written']:,.0f} MB written"
+    moved = f"{move['articles']:,} logged articles"
+    print(f"  move of {moved} into lsh_band: {move['seconds']:.2f} s{written}")
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
