@@ -24,10 +24,10 @@ banding runs on the same signatures in memory and, for the sizes in --redis-size
 redis-server started for the run.
 
 Last, per size, the cost of one move of lsh_band_log into lsh_band
-(`storage.dedup.merge_band_log`, RECENT_BAND_ARTICLES + 1 synthetic articles, as ingest
-makes it under the ingest lock): seconds including the commit, and bytes the process
-wrote (Linux). The keys are hashes, so the move touches pages all over lsh_band: its
-cost grows with the store.
+(`storage.dedup.merge_band_log`, as ingest makes it under the ingest lock, of as many
+synthetic articles as the log then holds, `log_capacity` + 1): seconds including the
+commit, and bytes the process wrote (Linux), also per 10,000 articles moved. The keys
+are hashes, so a move touches pages all over lsh_band: its cost grows with the store.
 """
 
 from __future__ import annotations
@@ -61,8 +61,8 @@ from sqlalchemy import create_engine  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
 
 from storage.dedup import (  # noqa: E402
-    RECENT_BAND_ARTICLES,
     find_original,
+    log_capacity,
     merge_band_log,
     near_duplicate_candidates,
     pack_band_keys,
@@ -220,10 +220,10 @@ def _bytes_written() -> int | None:
 
 
 def measure_move(path: Path, size: int, synth: SyntheticCorpus) -> dict[str, Any]:
-    """Log RECENT_BAND_ARTICLES + 1 synthetic articles after the store's `size`, then
-    time their move into lsh_band as ingest does it: one transaction, with the project's
-    connection settings (`create_engine_for`)."""
-    count = RECENT_BAND_ARTICLES + 1
+    """Log as many synthetic articles after the store's `size` as make ingest move them
+    (`log_capacity` + 1), then time the move into lsh_band as ingest makes it: one
+    transaction, with the project's connection settings (`create_engine_for`)."""
+    count = log_capacity(size) + 1
     full, lead, _, _ = synth.batch(count)
     logged = [
         (size + 1 + i, pack_band_keys(keys))
@@ -456,8 +456,12 @@ def print_row(row: dict[str, Any]) -> None:
             )
     move = row["move"]
     written = "" if move["mb_written"] is None else f", {move['mb_written']:,.0f} MB written"
+    per = move["seconds"] / move["articles"] * 10_000
     moved = f"{move['articles']:,} logged articles"
-    print(f"  move of {moved} into lsh_band: {move['seconds']:.2f} s{written}")
+    print(
+        f"  move of {moved} into lsh_band: {move['seconds']:.2f} s{written}"
+        f" ({per:.2f} s per 10,000 articles)"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:

@@ -163,12 +163,16 @@ def candidates_of_many(
 
 
 # Articles whose keys wait in lsh_band_log (and in memory, `RecentIndex`) before ingest
-# moves them into lsh_band, at most about. Each move rewrites most pages of lsh_band,
-# while waiting rows cost a commit nothing more: in a 1,000 x 50 poll, storing took
-# 11.8 s with moves every 2,500 articles into a key-ordered recent table, 10.0 s with the
-# log moved every 10,000, 9.1 s every 25,000 (one move, of 1M rows, at ~1.5 s under the
-# lock). Each process holds the waiting articles in memory, ~1.3 KB each.
+# moves them into lsh_band, at least (`log_capacity`). Each move rewrites most pages of
+# lsh_band, while waiting rows cost a commit nothing more: in a 1,000 x 50 poll, storing
+# took 11.8 s with moves every 2,500 articles into a key-ordered recent table, 10.0 s
+# with the log moved every 10,000, 9.1 s every 25,000 (one move, of 1M rows, at ~1.5 s
+# under the lock). Each process holds the waiting articles in memory, ~1.3 KB each.
 RECENT_BAND_ARTICLES = 10_000
+# The log grows to this share of lsh_band's articles before a move, up to
+# RECENT_BAND_GROWTH times RECENT_BAND_ARTICLES (see `log_capacity`).
+RECENT_BAND_SHARE = 1 / 25
+RECENT_BAND_GROWTH = 4
 # Band rows inserted per statement when they are moved.
 MERGE_CHUNK_ROWS = 20_000
 
@@ -434,8 +438,8 @@ def start_recent_index(engine: Engine) -> RecentIndex:
     (`probe_candidates`), so it keeps the articles it moves into lsh_band itself.
 
     Empty: the first ingest's sync reads the log's articles, so a run that stores
-    nothing (every feed unchanged) costs one query, not a load of up to
-    RECENT_BAND_ARTICLES articles (~0.15 s).
+    nothing (every feed unchanged) costs one query, not a load of up to `log_capacity`
+    articles (~0.15 s per 10,000).
     """
     with engine.connect() as conn:
         merged = merged_through(Statements(conn.dialect, conn.connection))
@@ -482,8 +486,23 @@ def sync_recent_index(sql: Statements, index: RecentIndex) -> None:
         index.newest = newest
 
 
+def log_capacity(merged: int) -> int:
+    """How many articles lsh_band_log holds before a move, when lsh_band holds the
+    articles up to id `merged`: RECENT_BAND_ARTICLES, or RECENT_BAND_SHARE of lsh_band's
+    when more, up to RECENT_BAND_GROWTH times RECENT_BAND_ARTICLES.
+
+    A move touches most leaf pages of lsh_band whatever it brings, so on a large store
+    its cost is the table's size, not the move's: into a store of 1M articles, a move of
+    10,000 articles took 2.2-3.7 s and wrote 1.3 GB, one of 40,000 took 4.5 s and wrote
+    1.6 GB (benchmarks/lookup.py). A log that grows with the table keeps the cost per
+    article moved about flat up to ~1M articles; the cap bounds what each process holds.
+    """
+    grown = int(merged * RECENT_BAND_SHARE)
+    return min(RECENT_BAND_GROWTH * RECENT_BAND_ARTICLES, max(RECENT_BAND_ARTICLES, grown))
+
+
 def merge_band_log(sql: Statements, *, newest: int) -> bool:
-    """Move lsh_band_log into lsh_band once it holds more than RECENT_BAND_ARTICLES';
+    """Move lsh_band_log into lsh_band once it holds more than `log_capacity` articles;
     whether it did.
 
     `newest` is the newest article id stored. Key order lets the insert fill each page of
@@ -491,7 +510,7 @@ def merge_band_log(sql: Statements, *, newest: int) -> bool:
     the move atomic.
     """
     merged = merged_through(sql)
-    if newest - merged <= RECENT_BAND_ARTICLES:
+    if newest - merged <= log_capacity(merged):
         return False
     logged = sql.rows(
         "SELECT article_id, keys FROM lsh_band_log WHERE article_id <= ? ORDER BY article_id",

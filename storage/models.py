@@ -131,7 +131,7 @@ class LshBandLog(SQLModel, table=True):
 
     Appended in id order, so a commit writes a few pages; look-ups find these articles
     in each process's `storage.recentindex.RecentIndex`, and ingest moves them into
-    `lsh_band` in key order once there are enough (`storage.dedup.RECENT_BAND_ARTICLES`,
+    `lsh_band` in key order once there are enough (`storage.dedup.log_capacity`,
     migration 0005). `keys` are the distinct keys as little-endian int64, ascending.
     """
 

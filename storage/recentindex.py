@@ -1,8 +1,9 @@
 """The near-duplicate bands of recently stored articles, in memory.
 
 New articles' band keys go to `lsh_band_log`, one row per article, appended in id order,
-so a commit writes a few pages there; only every `storage.dedup.RECENT_BAND_ARTICLES`
-articles are they merged into the large, key-ordered `lsh_band`. Until then they are
+so a commit writes a few pages there; only every 10,000 to 40,000 articles
+(`storage.dedup.log_capacity`) are they merged into the large, key-ordered `lsh_band`.
+Until then they are
 looked up here: each process keeps a `RecentIndex` of every article stored after id
 `start` (the newest merged article when it was loaded), brought up to date under the
 ingest lock by reading only the log rows added since (`storage.dedup.sync_recent_index`).

@@ -7,11 +7,20 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import text
 
 from storage.article_queries import get_article
 from storage.articles import ingest as ingest_prepared
-from storage.dedup import probe_candidates, start_recent_index, sync_recent_index
+from storage.dedup import (
+    RECENT_BAND_ARTICLES,
+    RECENT_BAND_GROWTH,
+    log_capacity,
+    probe_candidates,
+    start_recent_index,
+    sync_recent_index,
+)
 from storage.engine import session_scope
 from storage.feeds import add_feed
 from storage.recentindex import RecentIndex
@@ -77,6 +86,48 @@ def test_near_copies_are_found_before_and_after_their_bands_are_merged(
     assert get_article(engine, fourth.duplicates[0])["duplicate_of"] == original
     after = _band_rows(engine)
     assert after[0] == main and after[1] > 0 and after[2] == merged
+
+
+def test_the_log_holds_a_share_of_lsh_band_within_bounds() -> None:
+    assert log_capacity(0) == RECENT_BAND_ARTICLES
+    assert log_capacity(100_000) == RECENT_BAND_ARTICLES  # a 25th is less
+    assert log_capacity(500_000) == 20_000
+    assert log_capacity(1_000_000) == log_capacity(50_000_000) == 40_000
+
+
+@given(st.integers(0, 10**9), st.integers(0, 10**9))
+def test_the_log_capacity_grows_with_lsh_band_and_stays_bounded(a: int, b: int) -> None:
+    low, high = sorted((a, b))
+    assert log_capacity(low) <= log_capacity(high)
+    assert RECENT_BAND_ARTICLES <= log_capacity(high) <= RECENT_BAND_GROWTH * RECENT_BAND_ARTICLES
+
+
+def test_ingest_moves_the_log_once_it_holds_more_than_its_capacity(
+    store: Any, monkeypatch: Any
+) -> None:
+    import storage.dedup
+
+    _, engine = store
+
+    def notice(n: int) -> tuple[str, str, str]:
+        words = " ".join(f"w{n}x{j}" for j in range(40))
+        return (f"n{n}", f"Notice {n}", f"<p>{words}.</p>")
+
+    monkeypatch.setattr(storage.dedup, "RECENT_BAND_ARTICLES", 0)  # move at once
+    [first] = ingest(store, "feed:a", notice(0)).stored
+    assert _band_rows(engine)[1:] == (0, first)
+    # Now the log holds min(3, max(1, articles in lsh_band)) = 3 articles before a move.
+    monkeypatch.setattr(storage.dedup, "RECENT_BAND_ARTICLES", 1)
+    monkeypatch.setattr(storage.dedup, "RECENT_BAND_SHARE", 1.0)
+    monkeypatch.setattr(storage.dedup, "RECENT_BAND_GROWTH", 3)
+    assert storage.dedup.log_capacity(first) == 3
+    for n in (1, 2, 3):
+        ingest(store, "feed:a", notice(n))
+        assert _band_rows(engine)[2] == first  # waiting
+    before = _band_rows(engine)
+    [fourth] = ingest(store, "feed:a", notice(4)).stored
+    rows, waiting, merged = _band_rows(engine)
+    assert waiting == 0 and merged == fourth and rows > before[0] + before[1]
 
 
 def _prepared(store: Any, guid: str, content: str) -> Any:
