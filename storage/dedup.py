@@ -167,7 +167,7 @@ def candidates_of_many(
 # lsh_band, while waiting rows cost a commit nothing more: in a 1,000 x 50 poll, storing
 # took 11.8 s with moves every 2,500 articles into a key-ordered recent table, 10.0 s
 # with the log moved every 10,000, 9.1 s every 25,000 (one move, of 1M rows, at ~1.5 s
-# under the lock). Each process holds the waiting articles in memory, ~1.3 KB each.
+# under the lock). Each process holds the waiting articles in memory, ~1.3-1.6 KB each.
 RECENT_BAND_ARTICLES = 10_000
 # The log grows to this share of lsh_band's articles before a move, up to
 # RECENT_BAND_GROWTH times RECENT_BAND_ARTICLES (see `log_capacity`).
@@ -493,9 +493,10 @@ def log_capacity(merged: int) -> int:
 
     A move touches most leaf pages of lsh_band whatever it brings, so on a large store
     its cost is the table's size, not the move's: into a store of 1M articles, a move of
-    10,000 articles took 2.2-3.7 s and wrote 1.3 GB, one of 40,000 took 4.5 s and wrote
-    1.6 GB (benchmarks/lookup.py). A log that grows with the table keeps the cost per
-    article moved about flat up to ~1M articles; the cap bounds what each process holds.
+    10,000 articles took 2.6-2.8 s and wrote 1.5 GB, one of 40,000 took 4.4-4.5 s and
+    wrote 1.6 GB (benchmarks/lookup.py's move, two pairs). A log that grows with the
+    table keeps the cost per article moved about flat up to ~1M articles; the cap bounds
+    what each process holds (40,000 articles: ~65 MB).
     """
     grown = int(merged * RECENT_BAND_SHARE)
     return min(RECENT_BAND_GROWTH * RECENT_BAND_ARTICLES, max(RECENT_BAND_ARTICLES, grown))
