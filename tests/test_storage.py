@@ -211,6 +211,47 @@ def test_postgresql_sessions_run_without_parallel_plans_or_jit(store: Any) -> No
             conn.rollback()
 
 
+def test_postgresql_compresses_new_article_texts_with_lz4(store: Any) -> None:
+    from alembic import command
+
+    from storage.schema import alembic_config, upgrade
+
+    _, engine = store
+    if engine.dialect.name != "postgresql":
+        pytest.skip("a PostgreSQL setting")
+    with engine.connect() as conn:
+        offered = conn.execute(
+            text(
+                "SELECT 'lz4' = ANY(enumvals) FROM pg_settings "
+                "WHERE name = 'default_toast_compression'"
+            )
+        ).scalar()
+    if not offered:
+        pytest.skip("this PostgreSQL server has no lz4")
+
+    def compression(guid: str) -> str | None:
+        # Long enough to pass the TOAST threshold, so that it is stored compressed; words
+        # of its own, so that it is no near-duplicate of the others.
+        words = " ".join(f"{guid}w{j}" for j in range(60))
+        paragraphs = "".join(f"<p>{words} in part {i}.</p>" for i in range(8))
+        [article_id] = ingest(store, "feed:z", (guid, "Long report", paragraphs)).stored
+        with engine.connect() as conn:
+            return conn.execute(
+                text("SELECT pg_column_compression(text) FROM article WHERE id = :i"),
+                {"i": article_id},
+            ).scalar()
+
+    assert compression("z1") == "lz4"
+    config = alembic_config()
+    with engine.connect() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, "0005")
+        connection.commit()
+    assert compression("z2") == "pglz"
+    upgrade(engine)
+    assert compression("z3") == "lz4"
+
+
 def test_alert_search_and_topic_filter(store: Any) -> None:
     _, engine = store
     add_rule(engine, name="costs", query="cost sharing", topics=[], channels=[])
