@@ -109,6 +109,12 @@ def headline(name: str) -> str:
                 f"{rows['newswatch feeds list']['median_s']:.2f} s "
                 f"(reader list feeds {peer['median_s']:.2f} s)"
             )
+        if name == "lookup":
+            return "; ".join(
+                f"N={r['size']:,}: {r['light']['median_ms']:.3f} ms, a move "
+                f"{r['move']['seconds'] / r['move']['articles'] * 10_000:.2f} s per 10,000"
+                for r in data["sizes"]
+            )
         if name == "scaleout":
             return "; ".join(
                 f"N={r['workers']}: {r['entries_per_s']:,.0f}/s x{r['scaling']:.2f} "
