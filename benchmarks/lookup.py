@@ -224,11 +224,12 @@ def measure_move(path: Path, size: int, synth: SyntheticCorpus) -> dict[str, Any
     (`log_capacity` + 1), then time the move into lsh_band as ingest makes it: one
     transaction, with the project's connection settings (`create_engine_for`)."""
     count = log_capacity(size) + 1
-    full, lead, _, _ = synth.batch(count)
-    logged = [
-        (size + 1 + i, pack_band_keys(keys))
-        for i, keys in enumerate(index_keys_matrix(full, lead).tolist())
-    ]
+    logged: list[tuple[int, bytes]] = []
+    # In chunks, as the store was built: one batch of 40,000 took over 20 GB.
+    while len(logged) < count:
+        full, lead, _, _ = synth.batch(min(CHUNK, count - len(logged)))
+        for keys in index_keys_matrix(full, lead).tolist():
+            logged.append((size + 1 + len(logged), pack_band_keys(keys)))
     con = sqlite3.connect(path)  # no foreign keys: the store has no article rows
     con.executemany("INSERT INTO lsh_band_log (article_id, keys) VALUES (?, ?)", logged)
     con.commit()
