@@ -159,13 +159,32 @@ def _pack(full: np.ndarray, lead: np.ndarray, sizes: np.ndarray, leads: np.ndarr
     return [r.tobytes() for r in rows]
 
 
+# One article row per stored fingerprint, ids 1..?: a distinct guid and text hash each
+# (never a real SHA-256, so no fed text equals one), empty title and text.
+_ARTICLE_ROWS_SQL = (
+    "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?) "
+    "INSERT INTO article (id, origin, guid, title, text, text_hash, created_at, story_id) "
+    "SELECT i, 'local', 'filled-' || i, '', '', printf('filled-%d', i), "
+    "'2024-01-01 00:00:00.000000', i FROM n"
+)
+
+
 def build_store(
     path: Path,
     size: int,
     real: list[tuple[np.ndarray, np.ndarray, bytes, tuple[int, ...]]],
     synth: SyntheticCorpus,
+    *,
+    keep_values: bool = True,
+    article_rows: bool = False,
 ) -> tuple[float, list[np.ndarray]]:
-    """Create the store with the migrations and fill it; returns (seconds, full values)."""
+    """Create the store with the migrations and fill it; returns (seconds, full values).
+
+    The full values are kept for datasketch unless `keep_values` is false (they take
+    256 MB at 1M articles). With `article_rows`, every fingerprint also gets an article
+    row (empty title and text, its own story), so that ingest can run on the store:
+    its next article ids then follow the filled ones.
+    """
     engine = create_engine(f"sqlite:///{path}")
     upgrade(engine)
     engine.dispose()
@@ -183,7 +202,8 @@ def build_store(
             "INSERT INTO lsh_band (key, article_id) VALUES (?, ?)",
             [(k, article_id) for k in set(keys)],
         )
-        kept.append(full[None, :])
+        if keep_values:
+            kept.append(full[None, :])
     remaining = size - article_id
     while remaining > 0:
         n = min(CHUNK, remaining)
@@ -199,9 +219,12 @@ def build_store(
         ).tolist()
         # Equal keys of one article (rare) are stored once, as ingest does.
         con.executemany("INSERT OR IGNORE INTO lsh_band (key, article_id) VALUES (?, ?)", band_rows)
-        kept.append(full)
+        if keep_values:
+            kept.append(full)
         article_id += n
         remaining -= n
+    if article_rows:
+        con.execute(_ARTICLE_ROWS_SQL, (article_id,))
     # Every article's keys are in lsh_band, as after ingest's moves from lsh_band_log.
     con.execute("UPDATE lsh_band_state SET merged_through = ? WHERE id = 1", (article_id,))
     con.commit()

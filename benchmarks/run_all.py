@@ -117,7 +117,11 @@ def headline(name: str) -> str:
             )
         if name == "scaleout":
             return "; ".join(
-                f"N={r['workers']}: {r['entries_per_s']:,.0f}/s x{r['scaling']:.2f} "
+                f"{r['filled_articles']:,}-article store, N={r['workers']}: "
+                f"{r['seconds_vs_fresh']:.2f}x the fresh store's time "
+                f"RSS {r['peak_rss_mb_per_process']:.0f} MB"
+                if r.get("filled_articles")
+                else f"N={r['workers']}: {r['entries_per_s']:,.0f}/s x{r['scaling']:.2f} "
                 f"p50 {r['latency']['p50_s'] or float('nan'):.2f} s "
                 f"RSS {r['peak_rss_mb_per_process']:.0f} MB"
                 for r in data["runs"]

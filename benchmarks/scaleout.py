@@ -22,8 +22,16 @@ with one rule:
 The scaling factor is entries/s at N over entries/s at N=1 on the same backend, measured
 in the same run.
 
+Then, on SQLite, the same run with one worker process on a large store: a copy of one
+filled beforehand (untimed) with ``--large-store`` synthetic articles (default 1,000,000;
+``--quick``: 100,000; 0 skips it), the signatures and band rows of
+``benchmarks/lookup.py`` (its `build_store`) with article rows of empty text. The band
+log then grows to `storage.dedup.log_capacity` articles (40,000 at 1M) in each worker
+process before ingest moves it into the large ``lsh_band``: its peak RSS and its time
+beside the fresh store's one-worker run are what a large store costs.
+
     python benchmarks/scaleout.py [--corpora PATH] [--json PATH] [--quick] [--workers 1,2,4]
-                                  [--database sqlite|postgresql|both]
+                                  [--database sqlite|postgresql|both] [--large-store N]
 """
 
 from __future__ import annotations
@@ -154,6 +162,19 @@ def _tree_rss(proc: Any) -> list[int]:
     return out
 
 
+def fill_store(path: Path, articles: int, corpora: Path) -> float:
+    """A SQLite store of `articles` synthetic articles, in lsh_band (`lookup.build_store`,
+    with article rows); returns the seconds it took."""
+    import numpy as np
+
+    from benchmarks.lookup import SEED, SyntheticCorpus, build_store
+    from benchmarks.lookup import load_bbc as load_docs
+
+    synth = SyntheticCorpus(load_docs(corpora), np.random.default_rng(SEED))
+    seconds, _ = build_store(path, articles, [], synth, keep_values=False, article_rows=True)
+    return seconds
+
+
 def _wait_ready(log: Path, timeout: float = 90) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -173,14 +194,22 @@ def run_one(
     redis_url: str,
     pg_url: str | None,
     timeout: float,
+    filled: tuple[Path, int] | None = None,
 ) -> dict[str, Any]:
-    """One worker with concurrency n on a fresh `backend` store: Ingest B, then alert latency."""
+    """One worker with concurrency n on a fresh `backend` store: Ingest B, then alert latency.
+
+    With `filled` (a SQLite store file and its article count), the run's store starts as
+    a copy of that file.
+    """
     import psutil
     import redis
 
     redis.Redis.from_url(redis_url).flushall()
-    data_dir = tmp / f"nw-{backend}-{n}"
+    data_dir = tmp / (f"nw-{backend}-{n}" + ("-filled" if filled else ""))
     store_url = database_url(backend, data_dir, pg_url, f"scaleout_{n}")
+    if filled is not None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(filled[0], data_dir / "newswatch.db")
     urls = [server.url(x) for x in names]
     env = newswatch_env(data_dir, NEWSWATCH_BROKER_URL=redis_url, NEWSWATCH_DATABASE_URL=store_url)
     _setup_store(env, urls)
@@ -220,9 +249,16 @@ def run_one(
         seconds = epoch(last) - started
         stored = db.one("SELECT count(*) FROM article WHERE origin LIKE 'feed:%'")[0]
         errors = db.one("SELECT count(*) FROM feed WHERE last_error IS NOT NULL")[0]
+        merged, logged = db.one(
+            "SELECT (SELECT merged_through FROM lsh_band_state WHERE id = 1), "
+            "(SELECT count(*) FROM lsh_band_log)"
+        )
         result: dict[str, Any] = {
             "database": backend,
             "workers": n,
+            "filled_articles": filled[1] if filled else 0,
+            "merged_through": merged,
+            "band_log_articles": logged,
             "feeds_polled": polled,
             "seconds": seconds,
             "entries": len(names) * 50,
@@ -324,7 +360,17 @@ def main(argv: list[str] | None = None) -> int:
         default="both",
         help="store backend(s); both = SQLite, then PostgreSQL if installed (default)",
     )
+    ap.add_argument(
+        "--large-store",
+        type=int,
+        default=None,
+        help="articles filled into the SQLite store of the large-store run; 0 skips it "
+        "(default 1,000,000; with --quick 100,000)",
+    )
     args = ap.parse_args(argv)
+    large = args.large_store
+    if large is None:
+        large = 100_000 if args.quick else 1_000_000
     if not shutil.which("redis-server"):
         print("scaleout: redis-server not installed; skipped", file=sys.stderr)
         return 0
@@ -360,16 +406,46 @@ def main(argv: list[str] | None = None) -> int:
                         names = write_feeds(tmp / "feeds", entries, feeds, 50, prefix="b")
                         runs.append(run)
                         print(f"  {run['seconds']:.1f} s, {run['entries_per_s']:,.0f} entries/s")
+                if large and "sqlite" in databases:
+                    filled = tmp / "filled.db"
+                    print(f"scaleout: filling a SQLite store with {large:,} articles ...")
+                    build_s = fill_store(filled, large, args.corpora)
+                    print(f"  {build_s:.0f} s; worker --concurrency 1 on a copy ...", flush=True)
+                    run = run_one(
+                        1,
+                        "sqlite",
+                        tmp,
+                        server,
+                        names,
+                        entries,
+                        redis_url,
+                        pg_url,
+                        args.timeout,
+                        filled=(filled, large),
+                    )
+                    run["fill_seconds"] = build_s
+                    runs.append(run)
+                    print(f"  {run['seconds']:.1f} s, {run['entries_per_s']:,.0f} entries/s")
     for backend in databases:
         mine = [r for r in runs if r["database"] == backend]
         for r in mine:
-            r["scaling"] = r["entries_per_s"] / mine[0]["entries_per_s"]
+            # A filled store's run is compared with the fresh store's at its concurrency.
+            peer = next(
+                (m for m in mine if not m["filled_articles"] and m["workers"] == r["workers"]),
+                None,
+            )
+            if r["filled_articles"]:
+                r["scaling"] = None
+                r["seconds_vs_fresh"] = r["seconds"] / peer["seconds"] if peer else None
+            else:
+                r["scaling"] = r["entries_per_s"] / mine[0]["entries_per_s"]
     results["runs"] = runs
     print()
     print(
         table(
             [
                 "database",
+                "store before",
                 "workers",
                 "seconds",
                 "entries/s",
@@ -383,10 +459,11 @@ def main(argv: list[str] | None = None) -> int:
             [
                 (
                     r["database"],
+                    f"{r['filled_articles']:,} articles" if r["filled_articles"] else "empty",
                     r["workers"],
                     r["seconds"],
                     r["entries_per_s"],
-                    r["scaling"],
+                    r["scaling"] if r["scaling"] is not None else "-",
                     r["latency"]["p50_s"],
                     r["latency"]["p95_s"],
                     r["peak_rss_mb_per_process"],
@@ -401,6 +478,14 @@ def main(argv: list[str] | None = None) -> int:
         f"alert latency: {CHANGED_FEEDS} changed feeds polled every {FAST_INTERVAL} s, "
         f"scheduler tick {TICK} s; goal: peak RSS < 300 MB per worker process"
     )
+    for r in runs:
+        if r["filled_articles"] and r.get("seconds_vs_fresh"):
+            print(
+                f"large store ({r['filled_articles']:,} articles): "
+                f"{r['seconds_vs_fresh']:.2f}x the fresh store's time with one worker; "
+                f"band log at the end {r['band_log_articles']:,} articles, "
+                f"merged through article {r['merged_through']:,}"
+            )
     write_json(args.json, results)
     return 0
 
