@@ -159,6 +159,20 @@ def _pack(full: np.ndarray, lead: np.ndarray, sizes: np.ndarray, leads: np.ndarr
     return [r.tobytes() for r in rows]
 
 
+def synthetic_rows(
+    synth: SyntheticCorpus, first_id: int, count: int
+) -> Iterator[tuple[np.ndarray, np.ndarray, list[bytes], np.ndarray]]:
+    """`count` synthetic articles from id `first_id` on, CHUNK at a time: (ids, full
+    values, packed signatures, band keys (one row per article))."""
+    done = 0
+    while done < count:
+        n = min(CHUNK, count - done)
+        full, lead, sizes, leads = synth.batch(n)
+        ids = np.arange(first_id + done, first_id + done + n)
+        yield ids, full, _pack(full, lead, sizes, leads), index_keys_matrix(full, lead)
+        done += n
+
+
 # One article row per stored fingerprint, ids 1..?: a distinct guid and text hash each
 # (never a real SHA-256, so no fed text equals one), empty title and text.
 _ARTICLE_ROWS_SQL = (
@@ -204,13 +218,7 @@ def build_store(
         )
         if keep_values:
             kept.append(full[None, :])
-    remaining = size - article_id
-    while remaining > 0:
-        n = min(CHUNK, remaining)
-        full, lead, sizes, leads = synth.batch(n)
-        key_matrix = index_keys_matrix(full, lead)
-        sigs = _pack(full, lead, sizes, leads)
-        ids = np.arange(article_id + 1, article_id + n + 1)
+    for ids, full, sigs, key_matrix in synthetic_rows(synth, article_id + 1, size - article_id):
         con.executemany(
             "INSERT INTO article_signature VALUES (?, ?)", zip(ids.tolist(), sigs, strict=True)
         )
@@ -221,8 +229,7 @@ def build_store(
         con.executemany("INSERT OR IGNORE INTO lsh_band (key, article_id) VALUES (?, ?)", band_rows)
         if keep_values:
             kept.append(full)
-        article_id += n
-        remaining -= n
+        article_id = int(ids[-1])
     if article_rows:
         con.execute(_ARTICLE_ROWS_SQL, (article_id,))
     # Every article's keys are in lsh_band, as after ingest's moves from lsh_band_log.

@@ -22,13 +22,15 @@ with one rule:
 The scaling factor is entries/s at N over entries/s at N=1 on the same backend, measured
 in the same run.
 
-Then, on SQLite, the same run with one worker process on a large store: a copy of one
-filled beforehand (untimed) with ``--large-store`` synthetic articles (default 1,000,000;
-``--quick``: 100,000; 0 skips it), the signatures and band rows of
-``benchmarks/lookup.py`` (its `build_store`) with article rows of empty text. The band
-log then grows to `storage.dedup.log_capacity` articles (40,000 at 1M) in each worker
-process before ingest moves it into the large ``lsh_band``: its peak RSS and its time
-beside the fresh store's one-worker run are what a large store costs.
+Then, per backend, the same run with one worker process on a large store: one filled
+beforehand (untimed) with ``--large-store`` synthetic articles (default 1,000,000;
+``--quick``: 100,000; 0 skips it), the signatures and band keys of
+``benchmarks/lookup.py`` with article rows of empty text, all in ``lsh_band`` (on SQLite
+by its `build_store`, on PostgreSQL by COPY). The band log then grows to
+`storage.dedup.log_capacity` articles (40,000 at 1M) in the worker before ingest moves
+it into the large ``lsh_band``: the run's time beside the fresh store's one-worker run,
+its peak RSS, and the moves the worker logged (articles, seconds under the ingest lock)
+are what a large store costs.
 
     python benchmarks/scaleout.py [--corpora PATH] [--json PATH] [--quick] [--workers 1,2,4]
                                   [--database sqlite|postgresql|both] [--large-store N]
@@ -39,6 +41,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import shutil
 import signal
 import statistics
@@ -162,17 +165,71 @@ def _tree_rss(proc: Any) -> list[int]:
     return out
 
 
-def fill_store(path: Path, articles: int, corpora: Path) -> float:
-    """A SQLite store of `articles` synthetic articles, in lsh_band (`lookup.build_store`,
-    with article rows); returns the seconds it took."""
+_MOVE = re.compile(
+    r"moved the band keys of (\d+) articles into lsh_band \(through article \d+\) "
+    r"in ([\d.]+) s"
+)
+
+
+def _moves(log: Path) -> list[dict[str, float]]:
+    """The band-log moves a worker logged: articles moved and seconds under the lock."""
+    text = log.read_text(errors="replace")
+    return [{"articles": int(n), "seconds": float(s)} for n, s in _MOVE.findall(text)]
+
+
+def fill_store(backend: str, url: str, articles: int, corpora: Path) -> float:
+    """Fill the empty store at `url` with `articles` synthetic articles, all in lsh_band:
+    `benchmarks/lookup.py`'s signatures and band keys, and article rows of empty text.
+    Returns the seconds it took."""
     import numpy as np
 
-    from benchmarks.lookup import SEED, SyntheticCorpus, build_store
+    from benchmarks.lookup import SEED, SyntheticCorpus, build_store, synthetic_rows
     from benchmarks.lookup import load_bbc as load_docs
 
     synth = SyntheticCorpus(load_docs(corpora), np.random.default_rng(SEED))
-    seconds, _ = build_store(path, articles, [], synth, keep_values=False, article_rows=True)
-    return seconds
+    if backend == "sqlite":
+        path = Path(url.removeprefix("sqlite:///"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        seconds, _ = build_store(path, articles, [], synth, keep_values=False, article_rows=True)
+        return seconds
+    from sqlalchemy import create_engine
+
+    from storage.models import ArticleSignature, LshBand
+    from storage.schema import upgrade
+    from storage.statements import Statements
+
+    engine = create_engine(url)
+    upgrade(engine)
+    started = time.perf_counter()
+    with engine.begin() as conn:
+        sql = Statements(conn.dialect, conn.connection)
+        sql.execute(_ARTICLE_ROWS_PG, [articles])  # first: signatures refer to them
+        sql.execute("SELECT setval(pg_get_serial_sequence('article', 'id'), ?)", [articles])
+        for ids, _, sigs, key_matrix in synthetic_rows(synth, 1, articles):
+            sql.insert_many(
+                ArticleSignature.__table__,  # type: ignore[attr-defined]
+                ("article_id", "signature"),
+                list(zip(ids.tolist(), sigs, strict=True)),
+            )
+            rows = {  # equal keys of one article (rare) are stored once, as ingest does
+                (key, article_id)
+                for keys, article_id in zip(key_matrix.tolist(), ids.tolist(), strict=True)
+                for key in keys
+            }
+            sql.insert_many(LshBand.__table__, ("key", "article_id"), list(rows))  # type: ignore[attr-defined]
+        sql.execute("UPDATE lsh_band_state SET merged_through = ? WHERE id = 1", [articles])
+    with engine.connect() as conn:
+        conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("VACUUM ANALYZE")
+    engine.dispose()
+    return time.perf_counter() - started
+
+
+# As `benchmarks/lookup.py` makes them on SQLite.
+_ARTICLE_ROWS_PG = (
+    "INSERT INTO article (id, origin, guid, title, text, text_hash, created_at, story_id) "
+    "SELECT i, 'local', 'filled-' || i, '', '', 'filled-' || i, "
+    "timestamptz '2024-01-01 00:00:00+00', i FROM generate_series(1, ?) AS i"
+)
 
 
 def _wait_ready(log: Path, timeout: float = 90) -> None:
@@ -194,22 +251,22 @@ def run_one(
     redis_url: str,
     pg_url: str | None,
     timeout: float,
-    filled: tuple[Path, int] | None = None,
+    filled: tuple[str, int] | None = None,
 ) -> dict[str, Any]:
     """One worker with concurrency n on a fresh `backend` store: Ingest B, then alert latency.
 
-    With `filled` (a SQLite store file and its article count), the run's store starts as
-    a copy of that file.
+    With `filled` (the URL of a store filled by `fill_store` and its article count), on
+    that store instead.
     """
     import psutil
     import redis
 
     redis.Redis.from_url(redis_url).flushall()
     data_dir = tmp / (f"nw-{backend}-{n}" + ("-filled" if filled else ""))
-    store_url = database_url(backend, data_dir, pg_url, f"scaleout_{n}")
-    if filled is not None:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(filled[0], data_dir / "newswatch.db")
+    if filled is None:
+        store_url = database_url(backend, data_dir, pg_url, f"scaleout_{n}")
+    else:
+        store_url = filled[0]
     urls = [server.url(x) for x in names]
     env = newswatch_env(data_dir, NEWSWATCH_BROKER_URL=redis_url, NEWSWATCH_DATABASE_URL=store_url)
     _setup_store(env, urls)
@@ -259,6 +316,7 @@ def run_one(
             "filled_articles": filled[1] if filled else 0,
             "merged_through": merged,
             "band_log_articles": logged,
+            "moves": _moves(log),
             "feeds_polled": polled,
             "seconds": seconds,
             "entries": len(names) * 50,
@@ -406,14 +464,16 @@ def main(argv: list[str] | None = None) -> int:
                         names = write_feeds(tmp / "feeds", entries, feeds, 50, prefix="b")
                         runs.append(run)
                         print(f"  {run['seconds']:.1f} s, {run['entries_per_s']:,.0f} entries/s")
-                if large and "sqlite" in databases:
-                    filled = tmp / "filled.db"
-                    print(f"scaleout: filling a SQLite store with {large:,} articles ...")
-                    build_s = fill_store(filled, large, args.corpora)
-                    print(f"  {build_s:.0f} s; worker --concurrency 1 on a copy ...", flush=True)
+                for backend in databases:
+                    if not large:
+                        break
+                    url = database_url(backend, tmp / "filled", pg_url, "scaleout_filled")
+                    print(f"scaleout: filling a {backend} store with {large:,} articles ...")
+                    build_s = fill_store(backend, url, large, args.corpora)
+                    print(f"  {build_s:.0f} s; worker --concurrency 1 on it ...", flush=True)
                     run = run_one(
                         1,
-                        "sqlite",
+                        backend,
                         tmp,
                         server,
                         names,
@@ -421,10 +481,11 @@ def main(argv: list[str] | None = None) -> int:
                         redis_url,
                         pg_url,
                         args.timeout,
-                        filled=(filled, large),
+                        filled=(url, large),
                     )
                     run["fill_seconds"] = build_s
                     runs.append(run)
+                    names = write_feeds(tmp / "feeds", entries, feeds, 50, prefix="b")
                     print(f"  {run['seconds']:.1f} s, {run['entries_per_s']:,.0f} entries/s")
     for backend in databases:
         mine = [r for r in runs if r["database"] == backend]
@@ -480,11 +541,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     for r in runs:
         if r["filled_articles"] and r.get("seconds_vs_fresh"):
+            moves = ", ".join(f"{m['articles']:,} in {m['seconds']:.2f} s" for m in r["moves"])
             print(
-                f"large store ({r['filled_articles']:,} articles): "
+                f"large {r['database']} store ({r['filled_articles']:,} articles): "
                 f"{r['seconds_vs_fresh']:.2f}x the fresh store's time with one worker; "
-                f"band log at the end {r['band_log_articles']:,} articles, "
-                f"merged through article {r['merged_through']:,}"
+                f"band-log moves under the lock: {moves or 'none'}"
             )
     write_json(args.json, results)
     return 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
@@ -513,6 +514,7 @@ def merge_band_log(sql: Statements, *, newest: int) -> bool:
     merged = merged_through(sql)
     if newest - merged <= log_capacity(merged):
         return False
+    started = time.perf_counter()
     logged = sql.rows(
         "SELECT article_id, keys FROM lsh_band_log WHERE article_id <= ? ORDER BY article_id",
         [newest],
@@ -533,4 +535,11 @@ def merge_band_log(sql: Statements, *, newest: int) -> bool:
             sql.insert_many(table, ("key", "article_id"), rows)
     sql.execute("DELETE FROM lsh_band_log WHERE article_id <= ?", [newest])
     sql.execute("UPDATE lsh_band_state SET merged_through = ? WHERE id = 1", [newest])
+    # The ingest lock is held meanwhile: operators see how long other ingests waited.
+    log.info(
+        "moved the band keys of %d articles into lsh_band (through article %d) in %.2f s",
+        len(logged),
+        newest,
+        time.perf_counter() - started,
+    )
     return True

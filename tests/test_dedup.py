@@ -103,7 +103,7 @@ def test_the_log_capacity_grows_with_lsh_band_and_stays_bounded(a: int, b: int) 
 
 
 def test_ingest_moves_the_log_once_it_holds_more_than_its_capacity(
-    store: Any, monkeypatch: Any
+    store: Any, monkeypatch: Any, caplog: Any
 ) -> None:
     import storage.dedup
 
@@ -125,9 +125,14 @@ def test_ingest_moves_the_log_once_it_holds_more_than_its_capacity(
         ingest(store, "feed:a", notice(n))
         assert _band_rows(engine)[2] == first  # waiting
     before = _band_rows(engine)
-    [fourth] = ingest(store, "feed:a", notice(4)).stored
+    caplog.clear()
+    with caplog.at_level("INFO", logger="storage.dedup"):
+        [fourth] = ingest(store, "feed:a", notice(4)).stored
     rows, waiting, merged = _band_rows(engine)
     assert waiting == 0 and merged == fourth and rows > before[0] + before[1]
+    # The move, which holds the ingest lock, is logged with what it moved.
+    [moved] = [r.getMessage() for r in caplog.records if "into lsh_band" in r.getMessage()]
+    assert f"of 4 articles into lsh_band (through article {fourth}) in " in moved
 
 
 def _prepared(store: Any, guid: str, content: str) -> Any:
