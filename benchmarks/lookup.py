@@ -104,7 +104,8 @@ class SyntheticCorpus:
         for c, category in enumerate(categories):
             members = [i for i, d in enumerate(docs) if d.name.startswith(category + "/")]
             df = Counter(g for i in members for g in sets[i])
-            generic = {g: n for g, n in df.items() if n >= 3}
+            # Sorted: a set of bytes iterates in a per-process (hash-seeded) order.
+            generic = {g: n for g, n in sorted(df.items()) if n >= 3}
             ids = np.array([pool_index.setdefault(g, len(pool_index)) for g in generic])
             weights = np.array(list(generic.values()), dtype=np.float64)
             self.pools.append((ids, weights / weights.sum()))
