@@ -422,8 +422,8 @@ def main(argv: list[str] | None = None) -> int:
         "--large-store",
         type=int,
         default=None,
-        help="articles filled into the SQLite store of the large-store run; 0 skips it "
-        "(default 1,000,000; with --quick 100,000)",
+        help="articles filled into the store of each backend's large-store run; 0 skips "
+        "them (default 1,000,000; with --quick 100,000)",
     )
     args = ap.parse_args(argv)
     large = args.large_store
@@ -464,9 +464,7 @@ def main(argv: list[str] | None = None) -> int:
                         names = write_feeds(tmp / "feeds", entries, feeds, 50, prefix="b")
                         runs.append(run)
                         print(f"  {run['seconds']:.1f} s, {run['entries_per_s']:,.0f} entries/s")
-                for backend in databases:
-                    if not large:
-                        break
+                for backend in databases if large else []:
                     url = database_url(backend, tmp / "filled", pg_url, "scaleout_filled")
                     print(f"scaleout: filling a {backend} store with {large:,} articles ...")
                     build_s = fill_store(backend, url, large, args.corpora)
