@@ -257,10 +257,8 @@ def measure_move(path: Path, size: int, synth: SyntheticCorpus) -> dict[str, Any
     count = log_capacity(size) + 1
     logged: list[tuple[int, bytes]] = []
     # In chunks, as the store was built: one batch of 40,000 took over 20 GB.
-    while len(logged) < count:
-        full, lead, _, _ = synth.batch(min(CHUNK, count - len(logged)))
-        for keys in index_keys_matrix(full, lead).tolist():
-            logged.append((size + 1 + len(logged), pack_band_keys(keys)))
+    for ids, _, _, key_matrix in synthetic_rows(synth, size + 1, count):
+        logged += zip(ids.tolist(), map(pack_band_keys, key_matrix.tolist()), strict=True)
     con = sqlite3.connect(path)  # no foreign keys: the store has no article rows
     con.executemany("INSERT INTO lsh_band_log (article_id, keys) VALUES (?, ?)", logged)
     con.commit()

@@ -3,10 +3,10 @@
 New articles' band keys go to `lsh_band_log`, one row per article, appended in id order,
 so a commit writes a few pages there; only every 10,000 to 40,000 articles
 (`storage.dedup.log_capacity`) are they merged into the large, key-ordered `lsh_band`.
-Until then they are
-looked up here: each process keeps a `RecentIndex` of every article stored after id
-`start` (the newest merged article when it was loaded), brought up to date under the
-ingest lock by reading only the log rows added since (`storage.dedup.sync_recent_index`).
+Until then they are looked up here: each process keeps a `RecentIndex` of every article
+stored after id `start` (the newest merged article when it was loaded), brought up to
+date under the ingest lock by reading only the log rows added since
+(`storage.dedup.sync_recent_index`).
 A long run (`newswatch poll`) has an index of its own that keeps the articles it stored
 even after a merge, so the candidates its preparation processes looked up before it
 began (a `Probe`) and this index together cover every stored article, and its storing
