@@ -348,15 +348,27 @@ def database_server(names: Sequence[str]) -> Iterator[str | None]:
         yield url
 
 
-def fresh_database(server_url: str, name: str) -> str:
-    """Create database `name` on the cluster of `server_url`; returns its URL."""
+def _on_cluster(server_url: str, *statements: str) -> None:
+    """Run statements outside a transaction on the cluster of `server_url`."""
     import psycopg
 
     plain = server_url.replace("postgresql+psycopg://", "postgresql://")
     with psycopg.connect(plain, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        conn.execute(f'CREATE DATABASE "{name}"')
+        for statement in statements:
+            conn.execute(statement)
+
+
+def fresh_database(server_url: str, name: str, *, template: str | None = None) -> str:
+    """Create database `name` on the cluster of `server_url` (a copy of database
+    `template`, if given); returns its URL."""
+    copy = f' TEMPLATE "{template}"' if template else ""
+    _on_cluster(server_url, f'DROP DATABASE IF EXISTS "{name}"', f'CREATE DATABASE "{name}"{copy}')
     return server_url.rsplit("/", 1)[0] + "/" + name
+
+
+def drop_database(server_url: str, name: str) -> None:
+    """Drop database `name` on the cluster of `server_url`, if it exists."""
+    _on_cluster(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def database_url(backend: str, data_dir: Path, server_url: str | None, name: str) -> str:

@@ -46,6 +46,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -174,14 +175,35 @@ def synthetic_rows(
         done += n
 
 
-# One article row per stored fingerprint, ids 1..?: a distinct guid and text hash each
-# (never a real SHA-256, so no fed text equals one), empty title and text.
-_ARTICLE_ROWS_SQL = (
-    "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?) "
-    "INSERT INTO article (id, origin, guid, title, text, text_hash, created_at, story_id) "
-    "SELECT i, 'local', 'filled-' || i, '', '', printf('filled-%d', i), "
-    "'2024-01-01 00:00:00.000000', i FROM n"
+# One article row per stored fingerprint (see `filled_article_rows`).
+FILLED_ARTICLE_COLUMNS = (
+    "id",
+    "origin",
+    "guid",
+    "title",
+    "text",
+    "text_hash",
+    "created_at",
+    "story_id",
 )
+FILLED_CREATED_AT = datetime(2024, 1, 1, tzinfo=UTC)
+_FILLED_INSERT = (
+    f"INSERT INTO article ({', '.join(FILLED_ARTICLE_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(FILLED_ARTICLE_COLUMNS))})"
+)
+
+
+def filled_article_rows(count: int, texts: Sequence[tuple[str, str]]) -> Iterator[tuple[Any, ...]]:
+    """Article rows for ids 1..`count` (`FILLED_ARTICLE_COLUMNS`), each its own story.
+
+    Title and text are taken in turn from `texts` (real articles, so the store holds
+    text of real size; none if empty). Guid and text hash are distinct per row, and the
+    hash is never a real SHA-256: no fed article is an exact duplicate of a filled one,
+    so what ingest finds in the store comes from the synthetic signatures alone.
+    """
+    for i in range(1, count + 1):
+        title, text = texts[i % len(texts)] if texts else ("", "")
+        yield (i, "local", f"filled-{i}", title, text, f"filled-{i}", FILLED_CREATED_AT, i)
 
 
 def build_store(
@@ -191,14 +213,14 @@ def build_store(
     synth: SyntheticCorpus,
     *,
     keep_values: bool = True,
-    article_rows: bool = False,
+    article_texts: Sequence[tuple[str, str]] | None = None,
 ) -> tuple[float, list[np.ndarray]]:
     """Create the store with the migrations and fill it; returns (seconds, full values).
 
     The full values are kept for datasketch unless `keep_values` is false (they take
-    256 MB at 1M articles). With `article_rows`, every fingerprint also gets an article
-    row (empty title and text, its own story), so that ingest can run on the store:
-    its next article ids then follow the filled ones.
+    256 MB at 1M articles). With `article_texts`, every fingerprint also gets an article
+    row (`filled_article_rows`), so that ingest can run on the store: its next article
+    ids then follow the filled ones.
     """
     engine = create_engine(f"sqlite:///{path}")
     upgrade(engine)
@@ -231,8 +253,12 @@ def build_store(
         if keep_values:
             kept.append(full)
         article_id = int(ids[-1])
-    if article_rows:
-        con.execute(_ARTICLE_ROWS_SQL, (article_id,))
+    if article_texts is not None:
+        rows = filled_article_rows(article_id, article_texts)
+        # Times as SQLAlchemy stores them on SQLite (text).
+        con.executemany(
+            _FILLED_INSERT, ((*r[:6], r[6].strftime("%Y-%m-%d %H:%M:%S.%f"), r[7]) for r in rows)
+        )
     # Every article's keys are in lsh_band, as after ingest's moves from lsh_band_log.
     con.execute("UPDATE lsh_band_state SET merged_through = ? WHERE id = 1", (article_id,))
     con.commit()

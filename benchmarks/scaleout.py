@@ -22,18 +22,21 @@ with one rule:
 The scaling factor is entries/s at N over entries/s at N=1 on the same backend, measured
 in the same run.
 
-Then, per backend, the same run with one worker process on a large store: one filled
-beforehand (untimed) with ``--large-store`` synthetic articles (default 1,000,000;
-``--quick``: 100,000; 0 skips it), the signatures and band keys of
-``benchmarks/lookup.py`` with article rows of empty text, all in ``lsh_band`` (on SQLite
-by its `build_store`, on PostgreSQL by COPY). The band log then grows to
-`storage.dedup.log_capacity` articles (40,000 at 1M) in the worker before ingest moves
-it into the large ``lsh_band``: the run's time beside the fresh store's one-worker run,
-its peak RSS, and the moves the worker logged (articles, seconds under the ingest lock)
-are what a large store costs.
+Then, per backend, the same runs on a large store: one filled beforehand (untimed) with
+``--large-store`` synthetic articles (default 1,000,000; ``--quick``: 100,000; 0 skips
+it): the signatures and band keys of ``benchmarks/lookup.py``, all in ``lsh_band`` (on
+SQLite by its `build_store`, on PostgreSQL by COPY), and article rows holding the BBC
+articles' titles and texts in turn, so the store has the size of a real one (~2.2 KB of
+text per article). Each concurrency of ``--large-store-workers`` (default 1 and 2) runs on
+a fresh copy of it. The band log then grows to `storage.dedup.log_capacity` articles
+(40,000 at 1M) in the workers before an ingest moves it into the large ``lsh_band``: each
+run's time beside the fresh store's run at the same concurrency, its peak RSS, and the
+moves the workers logged (articles, seconds under the ingest lock) are what a large store
+costs.
 
     python benchmarks/scaleout.py [--corpora PATH] [--json PATH] [--quick] [--workers 1,2,4]
                                   [--database sqlite|postgresql|both] [--large-store N]
+                                  [--large-store-workers 1,2]
 """
 
 from __future__ import annotations
@@ -49,6 +52,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +66,9 @@ from benchmarks._common import (
     backends,
     database_server,
     database_url,
+    drop_database,
     epoch,
+    fresh_database,
     load_bbc,
     machine,
     make_entries,
@@ -179,22 +186,32 @@ def _moves(log: Path) -> list[dict[str, float]]:
 
 def fill_store(backend: str, url: str, articles: int, corpora: Path) -> float:
     """Fill the empty store at `url` with `articles` synthetic articles, all in lsh_band:
-    `benchmarks/lookup.py`'s signatures and band keys, and article rows of empty text.
-    Returns the seconds it took."""
+    `benchmarks/lookup.py`'s signatures and band keys, and article rows with the BBC
+    articles' titles and texts in turn (`filled_article_rows`). Returns the seconds it
+    took."""
     import numpy as np
 
-    from benchmarks.lookup import SEED, SyntheticCorpus, build_store, synthetic_rows
+    from benchmarks.lookup import (
+        FILLED_ARTICLE_COLUMNS,
+        SEED,
+        SyntheticCorpus,
+        build_store,
+        filled_article_rows,
+        synthetic_rows,
+    )
     from benchmarks.lookup import load_bbc as load_docs
 
-    synth = SyntheticCorpus(load_docs(corpora), np.random.default_rng(SEED))
+    docs = load_docs(corpora)
+    texts = [(doc.title, doc.body) for doc in docs]
+    synth = SyntheticCorpus(docs, np.random.default_rng(SEED))
     if backend == "sqlite":
         path = Path(url.removeprefix("sqlite:///"))
         path.parent.mkdir(parents=True, exist_ok=True)
-        seconds, _ = build_store(path, articles, [], synth, keep_values=False, article_rows=True)
+        seconds, _ = build_store(path, articles, [], synth, keep_values=False, article_texts=texts)
         return seconds
     from sqlalchemy import create_engine
 
-    from storage.models import ArticleSignature, LshBand
+    from storage.models import Article, ArticleSignature, LshBand
     from storage.schema import upgrade
     from storage.statements import Statements
 
@@ -203,7 +220,10 @@ def fill_store(backend: str, url: str, articles: int, corpora: Path) -> float:
     started = time.perf_counter()
     with engine.begin() as conn:
         sql = Statements(conn.dialect, conn.connection)
-        sql.execute(_ARTICLE_ROWS_PG, [articles])  # first: signatures refer to them
+        # First: signatures refer to them.
+        article_rows = filled_article_rows(articles, texts)
+        while chunk := list(islice(article_rows, 20_000)):
+            sql.insert_many(Article.__table__, FILLED_ARTICLE_COLUMNS, chunk)  # type: ignore[attr-defined]
         sql.execute("SELECT setval(pg_get_serial_sequence('article', 'id'), ?)", [articles])
         for ids, _, sigs, key_matrix in synthetic_rows(synth, 1, articles):
             sql.insert_many(
@@ -224,12 +244,27 @@ def fill_store(backend: str, url: str, articles: int, corpora: Path) -> float:
     return time.perf_counter() - started
 
 
-# As `benchmarks/lookup.py` makes them on SQLite.
-_ARTICLE_ROWS_PG = (
-    "INSERT INTO article (id, origin, guid, title, text, text_hash, created_at, story_id) "
-    "SELECT i, 'local', 'filled-' || i, '', '', 'filled-' || i, "
-    "timestamptz '2024-01-01 00:00:00+00', i FROM generate_series(1, ?) AS i"
-)
+@contextlib.contextmanager
+def store_copy(backend: str, filled_url: str, name: str, pg_url: str | None) -> Iterator[str]:
+    """A copy of the filled store at `filled_url`, for one run; removed afterwards."""
+    if backend == "sqlite":
+        source = Path(filled_url.removeprefix("sqlite:///"))
+        target = source.with_name(f"{name}.db")
+        shutil.copyfile(source, target)
+        try:
+            yield f"sqlite:///{target}"
+        finally:
+            for path in (target, Path(f"{target}-wal"), Path(f"{target}-shm")):
+                path.unlink(missing_ok=True)
+        return
+    if pg_url is None:
+        raise ValueError("PostgreSQL run without a PostgreSQL server")
+    template = filled_url.rsplit("/", 1)[1]
+    url = fresh_database(pg_url, name, template=template)
+    try:
+        yield url
+    finally:
+        drop_database(pg_url, name)
 
 
 def _wait_ready(log: Path, timeout: float = 90) -> None:
@@ -425,8 +460,14 @@ def main(argv: list[str] | None = None) -> int:
         help="articles filled into the store of each backend's large-store run; 0 skips "
         "them (default 1,000,000; with --quick 100,000)",
     )
+    ap.add_argument(
+        "--large-store-workers",
+        default="1,2",
+        help="worker concurrencies run on the large store, each on a fresh copy of it",
+    )
     args = ap.parse_args(argv)
     large = args.large_store
+    large_workers = [int(x) for x in args.large_store_workers.split(",") if x.strip()]
     if large is None:
         large = 100_000 if args.quick else 1_000_000
     if not shutil.which("redis-server"):
@@ -465,26 +506,29 @@ def main(argv: list[str] | None = None) -> int:
                         runs.append(run)
                         print(f"  {run['seconds']:.1f} s, {run['entries_per_s']:,.0f} entries/s")
                 for backend in databases if large else []:
-                    url = database_url(backend, tmp / "filled", pg_url, "scaleout_filled")
+                    filled = database_url(backend, tmp / "filled", pg_url, "scaleout_filled")
                     print(f"scaleout: filling a {backend} store with {large:,} articles ...")
-                    build_s = fill_store(backend, url, large, args.corpora)
-                    print(f"  {build_s:.0f} s; worker --concurrency 1 on it ...", flush=True)
-                    run = run_one(
-                        1,
-                        backend,
-                        tmp,
-                        server,
-                        names,
-                        entries,
-                        redis_url,
-                        pg_url,
-                        args.timeout,
-                        filled=(url, large),
-                    )
-                    run["fill_seconds"] = build_s
-                    runs.append(run)
-                    names = write_feeds(tmp / "feeds", entries, feeds, 50, prefix="b")
-                    print(f"  {run['seconds']:.1f} s, {run['entries_per_s']:,.0f} entries/s")
+                    fill_s = fill_store(backend, filled, large, args.corpora)
+                    print(f"  {fill_s:.0f} s", flush=True)
+                    for n in large_workers:
+                        print(f"  worker --concurrency {n} on a copy of it ...", flush=True)
+                        with store_copy(backend, filled, f"scaleout_filled_{n}", pg_url) as url:
+                            run = run_one(
+                                n,
+                                backend,
+                                tmp,
+                                server,
+                                names,
+                                entries,
+                                redis_url,
+                                pg_url,
+                                args.timeout,
+                                filled=(url, large),
+                            )
+                        run["fill_seconds"] = fill_s
+                        runs.append(run)
+                        names = write_feeds(tmp / "feeds", entries, feeds, 50, prefix="b")
+                        print(f"  {run['seconds']:.1f} s, {run['entries_per_s']:,.0f} entries/s")
     for backend in databases:
         mine = [r for r in runs if r["database"] == backend]
         for r in mine:
@@ -542,7 +586,8 @@ def main(argv: list[str] | None = None) -> int:
             moves = ", ".join(f"{m['articles']:,} in {m['seconds']:.2f} s" for m in r["moves"])
             print(
                 f"large {r['database']} store ({r['filled_articles']:,} articles): "
-                f"{r['seconds_vs_fresh']:.2f}x the fresh store's time with one worker; "
+                f"{r['seconds_vs_fresh']:.2f}x the fresh store's time with "
+                f"--concurrency {r['workers']}; "
                 f"band-log moves under the lock: {moves or 'none'}"
             )
     write_json(args.json, results)
